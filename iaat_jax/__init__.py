@@ -1,0 +1,1 @@
+"""iaat_jax: Instance Adaptive Adversarial Training in JAX/Flax."""
