@@ -1,0 +1,60 @@
+"""Command line: python -m iaat_jax.main --config=configs/default.py --workdir=DIR.
+
+Flags, distributed initialisation and hand-off only; the logic lives in importable modules so
+Colab and tests call `train.train_and_evaluate(config, workdir)` directly.
+"""
+
+import logging as python_logging
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from iaat_jax import train
+from iaat_jax.validation import ConfigError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the epsilon table.")
+flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() (Cloud TPU pods, multi-node GPU)."
+)
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Experiment config file; override fields with --config.NAME=VALUE.",
+    lock_config=True,
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(python_logging.Filter):
+    """Keep orbax's per-save INFO chatter off the console; its warnings still show."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def main(argv: list[str]) -> None:
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.multihost:
+        jax.distributed.initialize()
+    logging.info(
+        "JAX process %d/%d, %d local / %d global devices (%s).",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.default_backend(),
+    )
+    try:
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,81 @@
+"""Checks of a config and a workdir before anything runs: one clear line per problem."""
+
+import uuid
+
+import ml_collections
+from etils import epath
+
+from iaat_jax.datasets import DATASETS
+from iaat_jax.models import MODELS
+
+METHODS = ("clean", "pgd", "iaat")
+LR_SCHEDULES = ("cosine", "piecewise", "constant")
+ATTACK_BATCHNORM = ("running", "batch")
+
+
+class ConfigError(ValueError):
+    """A bad config, workdir or dataset; the message names the problem and the fix."""
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"unknown {name} {value!r}: choose one of {', '.join(map(str, choices))} "
+            f"(--config.{name}=...)"
+        )
+
+
+def _at_least(config: ml_collections.ConfigDict, name: str, minimum) -> None:
+    if config[name] < minimum:
+        raise ConfigError(f"config.{name}={config[name]} must be >= {minimum}")
+
+
+def validate_config(config: ml_collections.ConfigDict, device_count: int) -> None:
+    """Raise ConfigError for the first field that cannot work on `device_count` devices."""
+    _one_of("dataset", config.dataset, sorted(DATASETS))
+    _one_of("model", config.model, sorted(MODELS))
+    _one_of("method", config.method, METHODS)
+    _one_of("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    _one_of("attack_batchnorm", config.attack_batchnorm, ATTACK_BATCHNORM)
+    if not 0.0 <= config.epsilon <= 1.0:
+        raise ConfigError(
+            f"config.epsilon={config.epsilon} is outside [0, 1]: pixels are in [0, 1], "
+            "so give the radius on that scale (e.g. 8/255 = 0.0314)"
+        )
+    if not 0.0 < config.beta <= 1.0:
+        raise ConfigError(f"config.beta={config.beta} must be in (0, 1]")
+    for name in ("batch_size", "eval_batch_size"):
+        if config[name] % device_count:
+            raise ConfigError(
+                f"config.{name}={config[name]} is not divisible by the {device_count} devices: "
+                f"use a multiple of {device_count}"
+            )
+    for name, minimum in (
+        ("batch_size", 1),
+        ("eval_batch_size", 1),
+        ("num_epochs", 1),
+        ("attack_steps", 1),
+        ("eval_attack_steps", 1),
+        ("warmup_epochs", 0),
+        ("gamma", 0.0),
+        ("attack_step_min", 0.0),
+        ("learning_rate", 0.0),
+        ("log_every_steps", 1),
+    ):
+        _at_least(config, name, minimum)
+
+
+def check_workdir(workdir: str) -> epath.Path:
+    """Create `workdir` if needed and prove it is writable; raise ConfigError if it is not."""
+    path = epath.Path(workdir)
+    probe = path / f".write_probe_{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"workdir {workdir} is not writable ({error.strerror or error}): "
+            "pass a directory you can write with --workdir=..."
+        ) from error
+    return path
