@@ -19,6 +19,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the
 flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (Cloud TPU pods, multi-node GPU)."
 )
+flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes.")
+flags.DEFINE_integer("process_id", None, "With --multihost: this process's index.")
 config_flags.DEFINE_config_file(
     "config",
     None,
@@ -39,8 +42,12 @@ def main(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.multihost:
-        jax.distributed.initialize()
+    if FLAGS.multihost:  # unset flags are auto-detected (TPU pods, SLURM, ...)
+        jax.distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
     logging.info(
         "JAX process %d/%d, %d local / %d global devices (%s).",
         jax.process_index(),

@@ -48,8 +48,16 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Put every leaf of `tree` on every device of `mesh`."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Every leaf of `tree` (the same on every host) on every device of `mesh`, all hosts."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(leaf):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(leaf)))
+        value = np.asarray(jax.device_get(jnp.asarray(leaf)))  # JAX's dtypes (int -> int32)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, tree)
 
 
 def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

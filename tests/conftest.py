@@ -1,0 +1,55 @@
+"""Shared fixtures. Every test process sees 8 fake CPU devices (set before JAX is imported)."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+import ml_collections  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def load_config(name: str = "default") -> ml_collections.ConfigDict:
+    """configs/<name>.py's get_config(), loaded the way the CLI loads it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"configs.{name}", REPO / "configs" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """A TFDS data_dir with the embedded MNIST-5k built once per test session."""
+    path = tmp_path_factory.mktemp("tfds")
+    from iaat_jax import input_pipeline
+    from iaat_jax.datasets import DATASETS
+
+    input_pipeline.get_builder(DATASETS["mnist5k"], str(path))
+    return str(path)
+
+
+@pytest.fixture
+def fast_config(data_dir) -> ml_collections.ConfigDict:
+    """The default config made cheap: PGD-2, 2 epochs (1 of warm-up), batch 80 (8 devices)."""
+    config = load_config()
+    config.data_dir = data_dir
+    config.attack_steps = 2
+    config.eval_attack_steps = 2
+    config.num_epochs = 2
+    config.warmup_epochs = 1
+    config.batch_size = 80
+    config.eval_batch_size = 200
+    config.log_every_steps = 25
+    return config

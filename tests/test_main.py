@@ -1,0 +1,80 @@
+"""The command line end to end, as a user runs it (one process, one CPU device)."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from conftest import REPO
+
+
+def run_cli(*args):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run(
+        [sys.executable, "-m", "iaat_jax.main", "--config=configs/default.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def digest(directory):
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+def test_cli_trains_one_epoch_then_refuses_bad_input_without_touching_the_run(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        f"--workdir={workdir}",
+        f"--config.data_dir={data_dir}",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0",
+        "--config.attack_steps=3",
+        "--config.eval_attack_steps=3",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ETA" in result.stderr and "robust accuracy" in result.stderr
+    table = np.load(workdir / "epsilon_table.npy")
+    assert table.shape == (4000,) and table.dtype == np.float32 and table.max() > 0
+    evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if "robust_accuracy" in r]
+    assert (
+        len(evals) == 1 and {"step", "epoch", "clean_accuracy", "epsilon_mean"} <= evals[0].keys()
+    )
+    assert (workdir / "checkpoints" / "40").is_dir()
+
+    before = digest(workdir)
+    bad = run_cli(f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.epsilon=8")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: config.epsilon=8")
+    assert digest(workdir) == before
+
+
+def test_cli_names_both_numbers_when_the_batch_does_not_split(data_dir, tmp_path):
+    env_devices = "--xla_force_host_platform_device_count=8"
+    env = dict(os.environ, XLA_FLAGS=env_devices)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iaat_jax.main",
+            "--config=configs/default.py",
+            f"--workdir={tmp_path}",
+            f"--config.data_dir={data_dir}",
+            "--config.batch_size=100",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2
+    assert "batch_size=100 is not divisible by the 8 devices" in result.stderr.splitlines()[-1]

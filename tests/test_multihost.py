@@ -1,0 +1,64 @@
+"""Two local processes with two CPU devices each: one training run over four devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+from conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    address = f"localhost:{free_port()}"
+    workdir = tmp_path / "run"
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "iaat_jax.main",
+                "--config=configs/default.py",
+                f"--workdir={workdir}",
+                f"--config.data_dir={data_dir}",
+                "--multihost",
+                f"--coordinator_address={address}",
+                "--num_processes=2",
+                f"--process_id={index}",
+                "--config.num_epochs=1",
+                "--config.attack_steps=2",
+                "--config.eval_attack_steps=2",
+                "--config.batch_size=80",
+                "--config.epsilon=0.1",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+    assert "process 1/2, 2 local / 4 global devices" in outputs[1]
+
+    # warm-up epoch: every visited id holds epsilon or 0; both hosts' halves reach the saved table
+    table = np.load(workdir / "epsilon_table.npy")
+    assert table.shape == (4000,)
+    assert np.all(np.isclose(table, 0.0) | np.isclose(table, 0.1))
+    for half in (table[:2000], table[2000:]):
+        assert np.mean(half > 0) > 0.5
+    evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if "robust_accuracy" in r]
+    assert len(evals) == 1 and evals[0]["clean_accuracy"] > 0.5
+    assert np.isclose(evals[0]["epsilon_mean"], table.mean())
