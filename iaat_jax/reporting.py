@@ -3,6 +3,7 @@
 import json
 import time
 
+import numpy as np
 from absl import logging
 from etils import epath
 
@@ -24,12 +25,16 @@ class MetricsLog:
         self._path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, record: dict) -> None:
-        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
+        scalars = {
+            k: float(v)
+            for k, v in record.items()
+            if isinstance(v, int | float | np.number) and k != "step"
+        }
         if self._writer is not None:
             self._writer.write_scalars(step, scalars)
         if self._is_primary:
             with self._path.open("a") as file:
-                file.write(json.dumps({"step": step, **record}) + "\n")
+                file.write(json.dumps({"step": step, **record}, default=_plain) + "\n")
 
     def close(self) -> None:
         if self._writer is not None:
@@ -37,47 +42,56 @@ class MetricsLog:
             self._writer.close()
 
 
+def _plain(value):
+    """JSON for numpy scalars and arrays."""
+    return value.item() if getattr(value, "ndim", 1) == 0 else value.tolist()
+
+
+def write_scalars(workdir: epath.Path, step: int, scalars: dict[str, float]) -> None:
+    """One-off TensorBoard scalars (e.g. an evaluation) in `workdir`."""
+    writer = _tensorboard_writer(workdir, is_primary=True)
+    if writer is not None:
+        writer.write_scalars(step, scalars)
+        writer.flush()
+        writer.close()
+
+
 def _tensorboard_writer(workdir: epath.Path, is_primary: bool):
-    """clu's TensorBoard writer, or None where TensorFlow/TensorBoard are not installed."""
+    """clu's TensorBoard writer on the primary host; None elsewhere or without TensorBoard."""
+    if not is_primary:
+        return None
     try:
         from clu import metric_writers
     except ImportError as error:
         logging.warning("No TensorBoard summaries (%s); metrics.jsonl is still written.", error)
         return None
-    return metric_writers.create_default_writer(str(workdir), just_logging=not is_primary)
+    return metric_writers.SummaryWriter(str(workdir))
 
 
 class Progress:
-    """Steps per second and ETA over the steps of this process's run."""
+    """Steps per second and ETA (from the recent rate: IAAT steps slow down after warm-up)."""
 
     def __init__(self, first_step: int, last_step: int):
-        self._first_step, self._last_step = first_step, last_step
-        self._start = time.perf_counter()
-        self._mark_step, self._mark_time = first_step, self._start
+        self._last_step = last_step
+        self._mark_step, self._mark_time = first_step, time.perf_counter()
 
-    def interval(self, step: int) -> tuple[float, float]:
-        """(steps/s since the last call, seconds since the last call), and reset the mark."""
+    def interval(self, step: int) -> float:
+        """Steps per second since the last call; resets the mark."""
         now = time.perf_counter()
-        seconds = max(now - self._mark_time, 1e-9)
-        rate = (step - self._mark_step) / seconds
+        rate = (step - self._mark_step) / max(now - self._mark_time, 1e-9)
         self._mark_step, self._mark_time = step, now
-        return rate, seconds
+        return rate
 
-    def report(
-        self, step: int, epoch: int, num_epochs: int, steps_per_second: float, text: str
-    ) -> None:
-        elapsed = time.perf_counter() - self._start
-        done = max(step - self._first_step, 1)
-        eta = elapsed / done * (self._last_step - step)
-        percent = 100.0 * step / max(self._last_step, 1)
+    def report(self, step: int, epoch: int, num_epochs: int, rate: float, text: str) -> None:
+        eta = (self._last_step - step) / max(rate, 1e-9)
         logging.info(
             "epoch %d/%d step %d/%d (%.0f%%) | %.2f steps/s | %s | ETA %s",
             epoch + 1,
             num_epochs,
             step,
             self._last_step,
-            percent,
-            steps_per_second,
+            100.0 * step / max(self._last_step, 1),
+            rate,
             text,
             format_seconds(eta),
         )

@@ -1,5 +1,6 @@
 """Checks of a config and a workdir before anything runs: one clear line per problem."""
 
+import os
 import uuid
 
 import ml_collections
@@ -66,8 +67,12 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
 
 
 def check_workdir(workdir: str) -> epath.Path:
-    """Create `workdir` if needed and prove it is writable; raise ConfigError if it is not."""
-    path = epath.Path(workdir)
+    """Create `workdir` if needed and prove it is writable; return it as an absolute path.
+
+    Raises ConfigError if it is not writable. Local paths are made absolute (orbax needs it);
+    URLs such as gs://bucket/run are kept.
+    """
+    path = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
     probe = path / f".write_probe_{uuid.uuid4().hex}"
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,13 @@ import numpy as np
 from conftest import REPO
 
 
-def run_cli(*args):
+def run_cli(*args, cwd=REPO):
+    """The CLI in a process of its own with one CPU device, run from `cwd`."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "iaat_jax.main", "--config=configs/default.py", *args],
-        cwd=REPO,
+        [sys.executable, "-m", "iaat_jax.main", f"--config={REPO}/configs/default.py", *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -31,13 +33,14 @@ def digest(directory):
 
 def test_cli_trains_one_epoch_then_refuses_bad_input_without_touching_the_run(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    result = run_cli(
-        f"--workdir={workdir}",
+    result = run_cli(  # a relative --workdir, as in the README's command
+        "--workdir=run",
         f"--config.data_dir={data_dir}",
         "--config.num_epochs=1",
         "--config.warmup_epochs=0",
         "--config.attack_steps=3",
         "--config.eval_attack_steps=3",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ETA" in result.stderr and "robust accuracy" in result.stderr
