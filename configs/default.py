@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
         "running"  # BatchNorm in clean check and attacks: 'running' or 'batch' (reference)
     )
     config.eval_attack_steps = 10  # PGD steps of the per-epoch robust evaluation
+    # --mode=evaluate: the robustness sweep over test radii (eval.json).
+    config.sweep_epsilons = ()  # test radii; empty: 9 radii from 0 to 2 * epsilon
+    config.sweep_attack_steps = 20  # PGD steps of each sweep attack
+    config.sweep_step_size = 0.0  # 0: the training rule max(eps / (steps / 2), attack_step_min)
+    config.sweep_restarts = 1  # random restarts per attack; an example must survive all
+    config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
     # Optimisation.
     config.num_epochs = 7
     config.num_train_steps = -1  # if > 0, stop after this many steps (smoke runs)

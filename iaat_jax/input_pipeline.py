@@ -118,17 +118,27 @@ class DataSource:
         dataset = dataset.batch(self.local_batch_size, drop_remainder=True)
         return iter(tfds.as_numpy(dataset.take(self.steps_per_epoch).prefetch(2)))
 
+    @property
+    def num_eval(self) -> int:
+        """Examples in the whole evaluation split."""
+        return self.builder.info.splits[self.spec.eval_split].num_examples
+
+    @property
+    def num_eval_batches(self) -> int:
+        """Evaluation batches per host: the same on every host (the largest slice decides)."""
+        local_batch = self.config.eval_batch_size // self.process_count
+        return math.ceil(math.ceil(self.num_eval / self.process_count) / local_batch)
+
     def eval_batches(self) -> Iterator[Batch]:
         """This host's evaluation batches, padded to full size with mask 0; equal count per host."""
-        split_info = self.builder.info.splits[self.spec.eval_split]
         local_batch = self.config.eval_batch_size // self.process_count
-        num_batches = math.ceil(
-            math.ceil(split_info.num_examples / self.process_count) / local_batch
-        )
-        if not hasattr(self, "_cached_eval"):
-            self._cached_eval = self._read(self.spec.eval_split, None).cache()
-        batches = iter(tfds.as_numpy(self._cached_eval.batch(local_batch).prefetch(2)))
-        for _ in range(num_batches):
+        dataset = self._read(self.spec.eval_split, None)
+        if self.config.cache:
+            if not hasattr(self, "_cached_eval"):
+                self._cached_eval = dataset.cache()
+            dataset = self._cached_eval
+        batches = iter(tfds.as_numpy(dataset.batch(local_batch).prefetch(2)))
+        for _ in range(self.num_eval_batches):
             yield pad_batch(next(batches, None), local_batch, self.spec.image_shape)
 
 
@@ -155,3 +165,18 @@ def create_data_source(
     return DataSource(
         config, get_builder(spec, config.data_dir), spec, process_index, process_count
     )
+
+
+def training_examples(
+    config: ml_collections.ConfigDict, ids=()
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Label of every training example [N_train] by id, and the images [H, W, C] of `ids`."""
+    source = create_data_source(config)
+    labels = np.full(source.num_train, -1, np.int32)
+    wanted, images = {int(i) for i in ids}, {}
+    for batch in tfds.as_numpy(source._read(source.spec.train_split, None).batch(1024)):
+        labels[batch["id"]] = batch["label"]
+        for example_id, image in zip(batch["id"], batch["image"], strict=True):
+            if int(example_id) in wanted:
+                images[int(example_id)] = image
+    return labels, images

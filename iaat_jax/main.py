@@ -11,11 +11,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iaat_jax import train
+from iaat_jax import evaluate, train
 from iaat_jax.validation import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the epsilon table.")
+flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "evaluate"],
+    "train: train, resuming from the workdir; evaluate: robustness sweep of its latest checkpoint.",
+)
 flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (Cloud TPU pods, multi-node GPU)."
 )
@@ -57,7 +63,10 @@ def main(argv: list[str]) -> None:
         jax.default_backend(),
     )
     try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if FLAGS.mode == "train":
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        else:
+            evaluate.evaluate_run(FLAGS.config, FLAGS.workdir)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -203,39 +203,48 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: M
     return jax.jit(sharded, donate_argnums=(0,))
 
 
-def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
-    """`eval_step(state, batch, key) -> counts`: clean and PGD-correct counts at config.epsilon.
+def margin_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Per-example CW margin [B]: best wrong logit minus the true one (> 0: misclassified)."""
+    true_logit = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+    wrong = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+    return wrong.max(axis=1) - true_logit
 
-    batch holds image, label, id and mask [B] (0 for padding rows); BatchNorm uses running
-    statistics. Counts are summed over devices.
+
+ATTACK_LOSSES = {"ce": cross_entropy, "margin": margin_loss}
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh, loss: str, num_steps: int) -> Callable:
+    """`eval_step(state, batch, radius, step_size, key) -> {clean, robust}` flags [B].
+
+    PGD-`num_steps` on the `loss` ('ce' or 'margin') at a radius and step size per example [B],
+    BatchNorm on running statistics. batch holds image, label, id; flags come back sharded like
+    the batch (1.0 where the clean / attacked example is classified correctly).
     """
-    steps = config.eval_attack_steps
+    attack_loss = ATTACK_LOSSES[loss]
 
-    def device_eval(state: TrainState, batch: Batch, key):
-        images, labels, mask = batch["image"], batch["label"], batch["mask"]
+    def device_eval(state: TrainState, batch: Batch, radius, step_size, key):
+        images, labels = batch["image"], batch["label"]
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         logits_fn = lambda x: model.apply(variables, x, train=False)  # noqa: E731
-        radius = jnp.full(labels.shape, config.epsilon, jnp.float32)
         adversarial = attacks.pgd_attack(
-            lambda x, y: cross_entropy(logits_fn(x), y),
+            lambda x, y: attack_loss(logits_fn(x), y),
             images,
             labels,
             radius,
-            attacks.pgd_step_size(radius, steps, config.attack_step_min),
-            steps,
+            step_size,
+            num_steps,
             example_keys(key, _EVAL_ATTACK, batch["id"]),
         )
 
-        def count(correct):
-            return jax.lax.psum(jnp.sum(correct * mask), DATA_AXIS)
+        def correct(x):
+            return (jnp.argmax(logits_fn(x), -1) == labels).astype(jnp.float32)
 
-        return {
-            "clean_correct": count(jnp.argmax(logits_fn(images), -1) == labels),
-            "robust_correct": count(jnp.argmax(logits_fn(adversarial), -1) == labels),
-            "count": count(jnp.ones_like(mask)),
-        }
+        return {"clean": correct(images), "robust": correct(adversarial)}
 
     sharded = jax.shard_map(
-        device_eval, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=P()
+        device_eval,
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+        out_specs=P(DATA_AXIS),
     )
     return jax.jit(sharded)

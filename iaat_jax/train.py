@@ -13,23 +13,10 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from iaat_jax import models, reporting, validation
+from iaat_jax import evaluate, models, reporting, validation
 from iaat_jax import step as step_lib
 from iaat_jax.checkpoint import Checkpointer
 from iaat_jax.epsilon import EpsilonTable
-
-
-def evaluate(eval_step, state, batches, mesh, key) -> dict[str, float]:
-    """Clean and PGD robust accuracy (fractions) over padded, masked eval batches."""
-    totals = []
-    for batch in batches:
-        batch = dict(batch, id=batch["id"].astype(np.int32))
-        totals.append(eval_step(state, step_lib.shard_batch(batch, mesh), key))
-    totals = jax.tree.map(lambda *counts: float(sum(np.asarray(c) for c in counts)), *totals)
-    return {
-        "clean_accuracy": totals["clean_correct"] / totals["count"],
-        "robust_accuracy": totals["robust_correct"] / totals["count"],
-    }
 
 
 def merged_table(table: EpsilonTable, num_train: int) -> np.ndarray:
@@ -73,6 +60,37 @@ def _train_epoch(train_step, state, table, data, mesh, key, epoch, first_step, l
     return state, min(step + 1, last_step)
 
 
+def initial_state(config: ml_collections.ConfigDict, data, mesh):
+    """(model, fresh replicated state, base RNG key, learning-rate schedule) for `config`."""
+    model = models.create_model(
+        config.model, data.spec.num_classes, bn_axis_name=step_lib.DATA_AXIS
+    )
+    init_key, base_key = jax.random.split(jax.random.key(config.seed))
+    schedule = step_lib.learning_rate_schedule(config, data.steps_per_epoch)
+    state = step_lib.create_train_state(model, config, data.spec.image_shape, init_key, schedule)
+    return model, step_lib.replicate(state, mesh), base_key, schedule
+
+
+def restore_for_evaluation(config, workdir: epath.Path, state, num_train: int):
+    """(restored state, its step) from the newest checkpoint; ConfigError if there is none."""
+    checkpoints = Checkpointer(workdir, config.checkpoints_to_keep)
+    if checkpoints.latest_step() is None:
+        raise validation.ConfigError(
+            f"no checkpoint in {workdir}/checkpoints: train first with "
+            f"`python -m iaat_jax.main --config=... --workdir={workdir}`"
+        )
+    state, _, _, _ = checkpoints.restore(state, num_train)
+    checkpoints.close()
+    return state, int(state.step)
+
+
+def per_epoch_attack(config: ml_collections.ConfigDict) -> evaluate.Attack:
+    """The robust evaluation after each epoch: PGD-k with cross-entropy at config.epsilon."""
+    steps = config.eval_attack_steps
+    size = evaluate.reference_step_size(config.epsilon, steps, config.attack_step_min)
+    return evaluate.Attack("ce", config.epsilon, steps, size)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
     """Train `config` in `workdir`, resuming from its latest checkpoint; return the final state."""
     validation.validate_config(config, jax.device_count())
@@ -91,14 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
         total_steps = min(total_steps, config.num_train_steps)
 
     mesh = step_lib.make_mesh()
-    model = models.create_model(
-        config.model, data.spec.num_classes, bn_axis_name=step_lib.DATA_AXIS
-    )
-    init_key, base_key = jax.random.split(jax.random.key(config.seed))
-    schedule = step_lib.learning_rate_schedule(config, steps_per_epoch)
-    state = step_lib.replicate(
-        step_lib.create_train_state(model, config, data.spec.image_shape, init_key, schedule), mesh
-    )
+    model, state, base_key, schedule = initial_state(config, data, mesh)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
     table = EpsilonTable(num_train)
     checkpoints = Checkpointer(workdir, config.checkpoints_to_keep)
     if checkpoints.latest_step() is not None:
@@ -109,10 +122,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
         )
     step = int(state.step)
     key = step_lib.replicate(base_key, mesh)
-    eval_key = step_lib.replicate(jax.random.fold_in(base_key, -1 % 2**31), mesh)
+    eval_key = step_lib.replicate(jax.random.fold_in(base_key, 2**31 - 1), mesh)
 
     train_step = step_lib.make_train_step(model, config, mesh)
-    eval_step = step_lib.make_eval_step(model, config, mesh)
     log = reporting.MetricsLog(workdir, jax.process_index() == 0)
     log.drop_after(step)
     progress = reporting.Progress(step, total_steps)
@@ -120,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
     def on_log(step_done: int, metrics) -> None:
         if step_done % config.log_every_steps and step_done != total_steps:
             return
-        rate, _ = progress.interval(step_done)
+        rate = progress.interval(step_done)
         record = {k: float(v) for k, v in jax.device_get(metrics).items()}
         record.update(
             epoch=(step_done - 1) // steps_per_epoch,
@@ -153,7 +165,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
             train_step, state, table, data, mesh, key, epoch, step, epoch_end, on_log
         )
         started = time.perf_counter()
-        record = evaluate(eval_step, state, data.eval_batches(), mesh, eval_key)
+        measured = evaluate.measure(
+            state, model, mesh, data.eval_batches(), [per_epoch_attack(config)], eval_key
+        )
+        record = {
+            "clean_accuracy": measured["clean_accuracy"],
+            "robust_accuracy": measured["attacks"][0]["robust_accuracy"],
+        }
         values = merged_table(table, num_train)
         record.update(EpsilonTable(num_train, values).summary(), epoch=epoch)
         record["eval_seconds"] = time.perf_counter() - started

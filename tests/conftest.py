@@ -53,3 +53,34 @@ def fast_config(data_dir) -> ml_collections.ConfigDict:
     config.eval_batch_size = 200
     config.log_every_steps = 25
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, data_dir) -> dict:
+    """Tiny IAAT and PGD runs (1 epoch each), each evaluated with a 3-radius sweep.
+
+    Returns {method: (workdir, the results evaluate_run returned)}.
+    """
+    from iaat_jax import evaluate, train
+
+    runs = {}
+    for method in ("iaat", "pgd"):
+        config = load_config()
+        config.update(
+            dict(
+                data_dir=data_dir,
+                method=method,
+                num_epochs=1,
+                warmup_epochs=0,
+                attack_steps=2,
+                eval_attack_steps=2,
+                batch_size=80,
+                log_every_steps=25,
+                sweep_epsilons=(0.0, 0.15, 0.3),
+                sweep_attack_steps=3,
+            )
+        )
+        workdir = tmp_path_factory.mktemp(method)
+        train.train_and_evaluate(config, str(workdir))
+        runs[method] = (workdir, evaluate.evaluate_run(config, str(workdir)))
+    return runs

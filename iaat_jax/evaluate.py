@@ -1,0 +1,176 @@
+"""Robust evaluation: PGD over a sweep of test radii, CE and margin losses, random restarts.
+
+An example counts as robust at a radius only if it survives every attack run at that radius
+(all losses, all restarts): that per-example worst case is the headline number. `evaluate_run`
+restores a run's latest checkpoint and writes `<workdir>/eval.json` and TensorBoard scalars.
+"""
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+from iaat_jax import attacks, reporting, validation
+from iaat_jax import step as step_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """One L-inf PGD attack of the evaluation."""
+
+    loss: str  # 'ce' or 'margin'
+    epsilon: float
+    steps: int
+    step_size: float
+    restarts: int = 1
+
+
+def reference_step_size(epsilon: float, steps: int, step_min: float) -> float:
+    """The training rule, max(eps / (steps / 2), step_min), for one radius."""
+    return float(attacks.pgd_step_size(np.float32(epsilon), steps, step_min))
+
+
+def sweep_attacks(config: ml_collections.ConfigDict) -> list[Attack]:
+    """The attacks of `--mode=evaluate`: every radius of the sweep times every loss."""
+    epsilons = config.sweep_epsilons or tuple(np.linspace(0.0, 2 * config.epsilon, 9))
+    steps = config.sweep_attack_steps
+    return [
+        Attack(
+            loss,
+            float(eps),
+            steps,
+            config.sweep_step_size or reference_step_size(eps, steps, config.attack_step_min),
+            config.sweep_restarts,
+        )
+        for eps in epsilons
+        for loss in config.sweep_losses
+    ]
+
+
+def _global_sum(values: np.ndarray) -> np.ndarray:
+    """Sum over hosts of per-host partial sums."""
+    if jax.process_count() == 1:
+        return values
+    return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
+def measure(
+    state, model, mesh, batches: Iterable[dict], attack_list: list[Attack], key, num_batches=None
+) -> dict:
+    """Clean accuracy, each attack's robust accuracy and the per-radius worst case.
+
+    `batches` are padded eval batches with a mask; each batch is attacked by every attack
+    before the next is read, so the data is read once.
+    """
+    eval_steps = {
+        (a.loss, a.steps): step_lib.make_eval_step(model, mesh, a.loss, a.steps)
+        for a in attack_list
+    }
+    totals = np.zeros(2 + len(attack_list) + len(attack_list))  # count, clean, per attack, worst
+    epsilons = sorted({a.epsilon for a in attack_list})
+    worst_totals = np.zeros(len(epsilons))
+    started = time.perf_counter()
+    for index, batch in enumerate(batches):
+        mask = batch["mask"]
+        device_batch = step_lib.shard_batch(
+            {"image": batch["image"], "label": batch["label"], "id": batch["id"].astype(np.int32)},
+            mesh,
+        )
+        clean, survived = None, {eps: mask.copy() for eps in epsilons}
+        # radius-0 attacks last: they cannot move the input, so they reuse the clean flags
+        for number, attack in sorted(enumerate(attack_list), key=lambda x: x[1].epsilon == 0):
+            if attack.epsilon == 0 and clean is not None:
+                totals[2 + number] += np.sum(clean * mask)
+                survived[0.0] = survived[0.0] * clean
+                continue
+            robust = np.ones_like(mask)
+            radius = np.full(mask.shape, attack.epsilon, np.float32)
+            size = np.full(mask.shape, attack.step_size, np.float32)
+            radius, size = (step_lib.shard_batch({"x": v}, mesh)["x"] for v in (radius, size))
+            for restart in range(attack.restarts):
+                restart_key = jax.random.fold_in(jax.random.fold_in(key, number), restart)
+                flags = eval_steps[(attack.loss, attack.steps)](
+                    state, device_batch, radius, size, step_lib.replicate(restart_key, mesh)
+                )
+                clean = step_lib.local_rows(flags["clean"])
+                robust = robust * step_lib.local_rows(flags["robust"])
+            totals[2 + number] += np.sum(robust * mask)
+            survived[attack.epsilon] = survived[attack.epsilon] * robust
+        totals[0] += mask.sum()
+        totals[1] += np.sum(clean * mask)
+        worst_totals += [survived[eps].sum() for eps in epsilons]
+        if num_batches:
+            elapsed = time.perf_counter() - started
+            logging.info(
+                "evaluate: batch %d/%d, %d attacks each | ETA %s",
+                index + 1,
+                num_batches,
+                len(attack_list),
+                reporting.format_seconds(elapsed / (index + 1) * (num_batches - index - 1)),
+            )
+    totals = [float(v) for v in _global_sum(totals)]
+    worst_totals = [float(v) for v in _global_sum(worst_totals)]
+    count = totals[0]
+    return {
+        "num_examples": int(count),
+        "clean_accuracy": totals[1] / count,
+        "attacks": [
+            dict(dataclasses.asdict(a), robust_accuracy=totals[2 + i] / count)
+            for i, a in enumerate(attack_list)
+        ],
+        "worst_case": [
+            {
+                "epsilon": eps,
+                "robust_accuracy": worst_totals[i] / count,
+                "losses": sorted({a.loss for a in attack_list if a.epsilon == eps}),
+                "restarts": max(a.restarts for a in attack_list if a.epsilon == eps),
+            }
+            for i, eps in enumerate(epsilons)
+        ],
+    }
+
+
+def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Restore the run in `workdir`, run the configured sweep, write eval.json; return it."""
+    from iaat_jax import input_pipeline, train  # TensorFlow only where real data is read
+
+    validation.validate_config(config, jax.device_count())
+    path = epath.Path(workdir)
+    data = input_pipeline.create_data_source(config, jax.process_index(), jax.process_count())
+    mesh = step_lib.make_mesh()
+    model, state, base_key, _ = train.initial_state(config, data, mesh)
+    state, checkpoint_step = train.restore_for_evaluation(config, path, state, data.num_train)
+    attack_list = sweep_attacks(config)
+    num_batches = data.num_eval_batches
+    logging.info(
+        "Evaluating %s at step %d: %d attacks on %d examples.",
+        workdir,
+        checkpoint_step,
+        len(attack_list),
+        data.num_eval,
+    )
+    key = step_lib.replicate(jax.random.fold_in(base_key, 7), mesh)
+    results = measure(state, model, mesh, data.eval_batches(), attack_list, key, num_batches)
+    results.update(
+        checkpoint_step=checkpoint_step,
+        dataset=config.dataset,
+        model=config.model,
+        method=config.method,
+        train_epsilon=config.epsilon,
+    )
+    if jax.process_index() == 0:
+        (path / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        scalars = {"eval/clean_accuracy": results["clean_accuracy"]}
+        for row in results["worst_case"]:
+            scalars[f"eval/robust_accuracy_eps_{row['epsilon']:.4f}"] = row["robust_accuracy"]
+        reporting.write_scalars(path, checkpoint_step, scalars)
+    for row in results["worst_case"]:
+        logging.info("eps %.4f: robust accuracy %.4f", row["epsilon"], row["robust_accuracy"])
+    return results

@@ -1,0 +1,132 @@
+"""Robust evaluation: exact on a linear model, monotone in restarts, eval.json as measured."""
+
+import itertools
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from iaat_jax import evaluate, models
+from iaat_jax import step as step_lib
+
+N, SHAPE = 64, (2, 2, 1)  # 4 pixels: every corner of the ball can be enumerated
+
+
+class Linear(nn.Module):
+    """Two-class linear classifier: the worst case in a box is at one of its corners."""
+
+    @nn.compact
+    def __call__(self, images, train: bool):
+        del train
+        return nn.Dense(2)(images.reshape(images.shape[0], -1))
+
+
+def brute_force_robust(weights, bias, images, labels, eps):
+    """1 where no corner of the clipped L-inf ball [x - eps, x + eps] & [0, 1] is misclassified."""
+    robust = []
+    for image, label in zip(images.reshape(N, -1), labels, strict=True):
+        low, high = np.clip(image - eps, 0, 1), np.clip(image + eps, 0, 1)
+        corners = np.array(list(itertools.product(*zip(low, high, strict=True))))
+        logits = corners @ weights + bias
+        robust.append(np.all(np.argmax(logits, axis=1) == label))
+    return np.array(robust, np.float32)
+
+
+def batches_of(images, labels, size=32):
+    for start in range(0, N, size):
+        yield {
+            "image": images[start : start + size],
+            "label": labels[start : start + size],
+            "id": np.arange(start, start + size),
+            "mask": np.ones(size, np.float32),
+        }
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_pgd_evaluation_equals_the_brute_force_worst_case_on_a_linear_model(num_devices):
+    rng = np.random.default_rng(0)
+    images = rng.random((N, *SHAPE), dtype=np.float32)
+    model = Linear()
+    params = model.init(jax.random.key(0), jnp.zeros((1, *SHAPE)), train=False)["params"]
+    labels = np.asarray(jnp.argmax(model.apply({"params": params}, images, train=False), -1))
+    labels = labels.astype(np.int32)  # all clean-correct; robustness decides
+    state = step_lib.TrainState.create(
+        apply_fn=model.apply, params=params, batch_stats={}, tx=optax.sgd(0.1)
+    )
+    mesh = step_lib.make_mesh(jax.devices()[:num_devices])
+    attack_list = [
+        evaluate.Attack(loss, eps, steps=10, step_size=eps / 4)
+        for eps in (0.02, 0.05, 0.1, 0.2)
+        for loss in ("ce", "margin")
+    ]
+    results = evaluate.measure(
+        step_lib.replicate(state, mesh),
+        model,
+        mesh,
+        batches_of(images, labels),
+        attack_list,
+        step_lib.replicate(jax.random.key(1), mesh),
+    )
+    weights, bias = np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_0"]["bias"])
+    assert results["clean_accuracy"] == 1.0
+    fractions = []
+    for row in results["worst_case"]:
+        expected = brute_force_robust(weights, bias, images, labels, row["epsilon"]).mean()
+        assert row["robust_accuracy"] == pytest.approx(expected, abs=1e-9)
+        fractions.append(expected)
+    assert fractions[0] > fractions[-1]  # the radii span easy and hard cases
+    for attack in results["attacks"]:  # each loss alone also finds the exact worst case here
+        expected = brute_force_robust(weights, bias, images, labels, attack["epsilon"]).mean()
+        assert attack["robust_accuracy"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_restarts_never_lower_the_attack_success():
+    rng = np.random.default_rng(2)
+    images = rng.random((N, 28, 28, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, N).astype(np.int32)
+    model = models.create_model("small_cnn", 10)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    state = step_lib.TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=optax.sgd(0.1),
+    )
+    # labels = predictions, so that every example starts correct and an attack has work to do
+    logits = model.apply(variables, images, train=False)
+    labels = np.asarray(jnp.argmax(logits, -1)).astype(np.int32)
+    mesh = step_lib.make_mesh(jax.devices()[:1])
+    state, key = step_lib.replicate(state, mesh), step_lib.replicate(jax.random.key(3), mesh)
+    robust = {}
+    for restarts in (1, 4):
+        attack = evaluate.Attack("ce", 0.02, steps=2, step_size=0.005, restarts=restarts)
+        results = evaluate.measure(state, model, mesh, batches_of(images, labels), [attack], key)
+        robust[restarts] = results["attacks"][0]["robust_accuracy"]
+    assert robust[4] <= robust[1]
+    assert robust[1] < 1.0  # the attack does succeed on some examples
+
+
+def test_eval_json_holds_what_was_measured(trained_runs):
+    workdir, results = trained_runs["iaat"]
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert saved["clean_accuracy"] == pytest.approx(results["clean_accuracy"])
+    assert [r["epsilon"] for r in saved["worst_case"]] == [0.0, 0.15, 0.3]
+    assert saved["worst_case"][0]["robust_accuracy"] == pytest.approx(saved["clean_accuracy"])
+    robust = [r["robust_accuracy"] for r in saved["worst_case"]]
+    assert robust[0] >= robust[1] >= robust[2]
+    for attack in saved["attacks"]:
+        assert {
+            "loss",
+            "epsilon",
+            "steps",
+            "step_size",
+            "restarts",
+            "robust_accuracy",
+        } <= attack.keys()
+        worst = next(r for r in saved["worst_case"] if r["epsilon"] == attack["epsilon"])
+        assert worst["robust_accuracy"] <= attack["robust_accuracy"] + 1e-12
+    assert saved["checkpoint_step"] == 50 and saved["method"] == "iaat"

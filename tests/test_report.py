@@ -1,0 +1,63 @@
+"""The report: every figure is a valid PNG, report.md holds the numbers, bad dirs are clear."""
+
+import shutil
+
+import matplotlib.pyplot as plt
+import pytest
+
+from iaat_jax import report
+
+FIGURES = (
+    "pareto",
+    "robustness_curve",
+    "epsilon_over_epochs",
+    "epsilon_samples",
+    "epsilon_histogram",
+)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_writes_every_figure_and_the_measured_numbers(trained_runs, tmp_path):
+    iaat_dir, iaat_results = trained_runs["iaat"]
+    pgd_dir, pgd_results = trained_runs["pgd"]
+    out = tmp_path / "report"
+    assert report.main([str(iaat_dir), str(pgd_dir), "--out", str(out)]) == 0
+    for name in FIGURES:
+        path = out / f"{name}.png"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        assert plt.imread(path).shape[0] > 100  # decodes as an image of real size
+    text = (out / "report.md").read_text()
+    for results in (iaat_results, pgd_results):
+        assert f"{results['clean_accuracy']:.3f}" in text
+        for row in results["worst_case"]:
+            assert f"{row['robust_accuracy']:.3f}" in text
+    assert "robust @ 0.15" in text and "Beyond the frontier?" in text
+    assert "beyond the fixed-eps frontier" in text
+
+
+def test_runs_missing_what_a_figure_needs_are_warned_about_not_fatal(trained_runs, tmp_path):
+    pgd_copy = tmp_path / "pgd_without_sweep"
+    shutil.copytree(trained_runs["pgd"][0], pgd_copy)
+    (pgd_copy / "eval.json").unlink()
+    warnings = report.make_report([str(pgd_copy)], str(tmp_path / "out"), test_epsilon=0.15)
+    assert any("pgd_without_sweep has no eval.json" in w for w in warnings)
+    assert any("no IAAT run" in w for w in warnings)
+    assert (tmp_path / "out" / "pareto.png").exists()
+
+
+def test_frontier_gap_interpolates_the_fixed_radius_runs():
+    points = [(0.2, 0.9), (0.6, 0.5)]
+    assert report.frontier_gap(points, 0.4, 0.8) == pytest.approx(0.1)  # above the line
+    assert report.frontier_gap(points, 0.4, 0.6) == pytest.approx(-0.1)
+    assert report.frontier_gap(points, 0.7, 0.55) == pytest.approx(0.05)  # beyond the robust end
+
+
+def test_missing_or_empty_run_directory_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for directory, message in (
+        (tmp_path / "nope", "does not exist"),
+        (tmp_path / "empty", "holds no training run"),
+    ):
+        assert report.main([str(directory), "--out", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
