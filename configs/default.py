@@ -21,8 +21,12 @@ def get_config() -> ml_collections.ConfigDict:
     )  # TFDS data_dir; None: TFDS_DATA_DIR or ~/tensorflow_datasets
     config.cache = True  # keep decoded training images in memory (small datasets only)
     config.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
+    config.fake_data = False  # random batches with the dataset's shapes and ids (smoke runs, no TF)
     # Model.
     config.model = "small_cnn"  # a key of iaat_jax.models.MODELS
+    config.half_precision = ml_collections.config_dict.placeholder(
+        bool
+    )  # bf16 compute; None: on TPU/GPU
     # Method: 'clean' (no attack), 'pgd' (fixed radius, Madry et al.), 'iaat' (per-example radius).
     config.method = "iaat"
     config.epsilon = 0.3  # L-inf radius: PGD-AT's fixed radius, IAAT's warm-up radius, eval radius
@@ -46,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep_step_size = 0.0  # 0: the training rule max(eps / (steps / 2), attack_step_min)
     config.sweep_restarts = 1  # random restarts per attack; an example must survive all
     config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
+    config.eval_corruptions = False  # also clean accuracy on cifar10_corrupted (cifar10 only)
     # Optimisation.
     config.num_epochs = 7
     config.num_train_steps = -1  # if > 0, stop after this many steps (smoke runs)
@@ -55,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 0.05  # peak learning rate
     config.momentum = 0.9
     config.weight_decay = 5e-4  # coupled L2, as PyTorch SGD(weight_decay=...)
+    config.lr_warmup_epochs = 0  # linear warm-up of the learning rate from 0 (large batches)
     config.lr_schedule = "cosine"  # 'cosine', 'piecewise' or 'constant'
     config.lr_boundaries = (
         70,

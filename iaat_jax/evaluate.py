@@ -137,13 +137,39 @@ def measure(
     }
 
 
+def corruption_accuracy(config: ml_collections.ConfigDict, state, model, mesh, key) -> dict:
+    """Clean accuracy on each TFDS cifar10_corrupted set (19 corruptions x severities 1-5)."""
+    from iaat_jax import input_pipeline
+    from iaat_jax.datasets import CIFAR10_CORRUPTIONS
+
+    no_attack = [Attack("ce", 0.0, 1, 0.0)]
+    accuracy = {}
+    names = [f"{c}_{severity}" for c in CIFAR10_CORRUPTIONS for severity in range(1, 6)]
+    started = time.perf_counter()
+    for done, name in enumerate(names, start=1):
+        _, batches = input_pipeline.corrupted_eval_batches(
+            config, name, jax.process_index(), jax.process_count()
+        )
+        accuracy[name] = measure(state, model, mesh, batches, no_attack, key)["clean_accuracy"]
+        eta = (time.perf_counter() - started) / done * (len(names) - done)
+        logging.info(
+            "corruption %s: accuracy %.4f (%d/%d, ETA %s)",
+            name,
+            accuracy[name],
+            done,
+            len(names),
+            reporting.format_seconds(eta),
+        )
+    return {"mean_accuracy": float(np.mean(list(accuracy.values()))), "accuracy": accuracy}
+
+
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Restore the run in `workdir`, run the configured sweep, write eval.json; return it."""
-    from iaat_jax import input_pipeline, train  # TensorFlow only where real data is read
+    from iaat_jax import train
 
     validation.validate_config(config, jax.device_count())
     path = epath.Path(workdir)
-    data = input_pipeline.create_data_source(config, jax.process_index(), jax.process_count())
+    data = train.data_source(config)
     mesh = step_lib.make_mesh()
     model, state, base_key, _ = train.initial_state(config, data, mesh)
     state, checkpoint_step = train.restore_for_evaluation(config, path, state, data.num_train)
@@ -158,6 +184,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     key = step_lib.replicate(jax.random.fold_in(base_key, 7), mesh)
     results = measure(state, model, mesh, data.eval_batches(), attack_list, key, num_batches)
+    if config.eval_corruptions:
+        results["corruptions"] = corruption_accuracy(config, state, model, mesh, key)
     results.update(
         checkpoint_step=checkpoint_step,
         dataset=config.dataset,

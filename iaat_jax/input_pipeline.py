@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from iaat_jax.datasets import DATASETS, DatasetSpec
+from iaat_jax import augment
+from iaat_jax.datasets import DATASETS, DatasetSpec, HostInput, host_range
 from iaat_jax.validation import ConfigError
 
 tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators belong to JAX
@@ -33,24 +34,16 @@ def get_builder(spec: DatasetSpec, data_dir: str | None) -> tfds.core.DatasetBui
         if not spec.embedded:
             raise ConfigError(
                 f"TFDS dataset {spec.tfds_name} is not prepared in {builder.data_dir}: "
-                f"run `tfds build {spec.tfds_name} --data_dir=DIR` and pass --config.data_dir=DIR "
-                "(README: Preparing datasets)"
+                f"run `python -m iaat_jax.prepare {spec.tfds_name.split('/')[0]} --data_dir=DIR` "
+                "and pass --config.data_dir=DIR (README: Preparing datasets)"
             )
         builder.download_and_prepare()
     return builder
 
 
-def host_range(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
-    """[start, end) of the examples that host `process_index` reads; hosts differ by <= 1."""
-    return (
-        num_examples * process_index // process_count,
-        num_examples * (process_index + 1) // process_count,
-    )
-
-
-def shard_offsets(split_info) -> np.ndarray:
-    """Id of the first example of each file shard [num_shards]; one shard if unknown (mocks)."""
-    return np.cumsum([0] + list(split_info.shard_lengths)[:-1]).astype(np.int64)
+def shard_offsets(shard_lengths: list[int]) -> np.ndarray:
+    """Id of the first example of each file shard [num_shards]."""
+    return np.cumsum([0] + list(shard_lengths)[:-1]).astype(np.int64)
 
 
 def example_ids(tfds_id: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
@@ -63,65 +56,73 @@ def example_ids(tfds_id: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
 
 
 @dataclasses.dataclass
-class DataSource:
+class DataSource(HostInput):
     """The training and evaluation input of one host."""
 
-    config: ml_collections.ConfigDict
-    builder: tfds.core.DatasetBuilder
-    spec: DatasetSpec
-    process_index: int
-    process_count: int
+    builder: tfds.core.DatasetBuilder = None
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def _split_layout(self, split: str) -> tuple[int, list[int]]:
+        """(examples, shard lengths) of `split` (a TFDS mock has none: spec size, one shard)."""
+        if split in self.builder.info.splits:
+            info = self.builder.info.splits[split]
+            return info.num_examples, list(info.shard_lengths)
+        size = self.spec.num_train if split == self.spec.train_split else self.spec.num_eval
+        return size, [size]
 
     @property
     def num_train(self) -> int:
         """Examples in the whole training split: the size of the epsilon table."""
-        return self.builder.info.splits[self.spec.train_split].num_examples
-
-    @property
-    def local_batch_size(self) -> int:
-        return self.config.batch_size // self.process_count
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Full batches per epoch, the same on every host (the smallest host slice decides)."""
-        return (self.num_train // self.process_count) // self.local_batch_size
+        return self._split_layout(self.spec.train_split)[0]
 
     def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
-        split_info = self.builder.info.splits[split]
-        start, end = host_range(split_info.num_examples, self.process_index, self.process_count)
-        offsets = tf.constant(shard_offsets(split_info))
+        """This host's slice of `split`: image (uint8, or JPEG bytes for ImageNet), label, id."""
+        num_examples, shard_lengths = self._split_layout(split)
+        start, end = host_range(num_examples, self.process_index, self.process_count)
+        offsets = tf.constant(shard_offsets(shard_lengths))
+        encoded = self.spec.augmentation == "imagenet"
         dataset = self.builder.as_dataset(
             split=f"{split}[{start}:{end}]",
             shuffle_files=shuffle_seed is not None,
             read_config=tfds.ReadConfig(add_tfds_id=True, shuffle_seed=shuffle_seed),
+            decoders={"image": tfds.decode.SkipDecoding()} if encoded else None,
         )
 
-        def decode(example):
+        def select(example):
             return {
-                "image": tf.cast(example["image"], tf.float32) / 255.0,
+                "image": example["image"],
                 "label": tf.cast(example["label"], tf.int32),
                 "id": example_ids(example["tfds_id"], offsets),
             }
 
-        return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _maybe_cached(self, name: str, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
+        if not self.config.cache:
+            return self._read(split, shuffle_seed)
+        if name not in self._cache:
+            self._cache[name] = self._read(split, None).cache()
+        return self._cache[name]
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         """This host's `steps_per_epoch` batches of epoch `epoch`, in a replayable order."""
         seed = self.config.seed * 100_003 + epoch
-        if self.config.cache:
-            if not hasattr(self, "_cached_train"):
-                self._cached_train = self._read(self.spec.train_split, None).cache()
-            dataset = self._cached_train
-        else:
-            dataset = self._read(self.spec.train_split, seed)
+        dataset = self._maybe_cached("train", self.spec.train_split, seed)
         dataset = dataset.shuffle(self.config.shuffle_buffer, seed=seed)
+        transform = TRAIN_TRANSFORMS[self.spec.augmentation]
+
+        def augment(example):
+            example_seed = tf.stack([tf.constant(seed, tf.int64), example["id"]])
+            return dict(example, image=transform(example["image"], example_seed))
+
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         dataset = dataset.batch(self.local_batch_size, drop_remainder=True)
         return iter(tfds.as_numpy(dataset.take(self.steps_per_epoch).prefetch(2)))
 
     @property
     def num_eval(self) -> int:
         """Examples in the whole evaluation split."""
-        return self.builder.info.splits[self.spec.eval_split].num_examples
+        return self._split_layout(self.spec.eval_split)[0]
 
     @property
     def num_eval_batches(self) -> int:
@@ -131,15 +132,36 @@ class DataSource:
 
     def eval_batches(self) -> Iterator[Batch]:
         """This host's evaluation batches, padded to full size with mask 0; equal count per host."""
-        local_batch = self.config.eval_batch_size // self.process_count
-        dataset = self._read(self.spec.eval_split, None)
-        if self.config.cache:
-            if not hasattr(self, "_cached_eval"):
-                self._cached_eval = dataset.cache()
-            dataset = self._cached_eval
-        batches = iter(tfds.as_numpy(dataset.batch(local_batch).prefetch(2)))
-        for _ in range(self.num_eval_batches):
-            yield pad_batch(next(batches, None), local_batch, self.spec.image_shape)
+        dataset = self._maybe_cached("eval", self.spec.eval_split, None)
+        yield from _padded_batches(
+            dataset,
+            EVAL_TRANSFORMS[self.spec.augmentation],
+            self.config.eval_batch_size // self.process_count,
+            self.num_eval_batches,
+            self.spec.image_shape,
+        )
+
+
+def _padded_batches(dataset, transform, local_batch: int, num_batches: int, image_shape):
+    dataset = dataset.map(
+        lambda example: dict(example, image=transform(example["image"])),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    batches = iter(tfds.as_numpy(dataset.batch(local_batch).prefetch(2)))
+    for _ in range(num_batches):
+        yield pad_batch(next(batches, None), local_batch, image_shape)
+
+
+TRAIN_TRANSFORMS = {
+    "none": lambda image, seed: augment.to_unit(image),
+    "cifar": augment.cifar_train,
+    "imagenet": augment.imagenet_train,
+}
+EVAL_TRANSFORMS = {
+    "none": augment.to_unit,
+    "cifar": augment.to_unit,
+    "imagenet": augment.imagenet_eval,
+}
 
 
 def pad_batch(batch: Batch | None, size: int, image_shape) -> Batch:
@@ -162,9 +184,8 @@ def create_data_source(
 ) -> DataSource:
     """Open (and for the embedded default, build) the config's dataset for this host."""
     spec = DATASETS[config.dataset]
-    return DataSource(
-        config, get_builder(spec, config.data_dir), spec, process_index, process_count
-    )
+    builder = get_builder(spec, config.data_dir)
+    return DataSource(config, spec, process_index, process_count, builder=builder)
 
 
 def training_examples(
@@ -174,9 +195,25 @@ def training_examples(
     source = create_data_source(config)
     labels = np.full(source.num_train, -1, np.int32)
     wanted, images = {int(i) for i in ids}, {}
-    for batch in tfds.as_numpy(source._read(source.spec.train_split, None).batch(1024)):
+    transform = EVAL_TRANSFORMS[source.spec.augmentation]
+    dataset = source._read(source.spec.train_split, None)
+    dataset = dataset.map(lambda example: dict(example, image=transform(example["image"])))
+    for batch in tfds.as_numpy(dataset.batch(1024)):
         labels[batch["id"]] = batch["label"]
         for example_id, image in zip(batch["id"], batch["image"], strict=True):
             if int(example_id) in wanted:
                 images[int(example_id)] = image
     return labels, images
+
+
+def corrupted_eval_batches(
+    config: ml_collections.ConfigDict, name: str, process_index: int = 0, process_count: int = 1
+) -> tuple[int, Iterator[Batch]]:
+    """(examples, padded batches) of the test split of TFDS `cifar10_corrupted/<name>`."""
+    spec = DatasetSpec(f"cifar10_corrupted/{name}", "test", "test", (32, 32, 3), 10, 10_000, 10_000)
+    uncached = config.copy_and_resolve_references()
+    with uncached.unlocked():
+        uncached.cache = False  # 95 test sets: read each once instead of holding them all
+    builder = get_builder(spec, config.data_dir)
+    source = DataSource(uncached, spec, process_index, process_count, builder=builder)
+    return source.num_eval, source.eval_batches()

@@ -78,16 +78,23 @@ def local_rows(array: jax.Array) -> np.ndarray:
 def learning_rate_schedule(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.Schedule:
-    """Learning rate per step: 'cosine', 'piecewise' (x lr_decay at lr_boundaries) or 'constant'."""
-    total_steps = config.num_epochs * steps_per_epoch
+    """Per-step rate: optional linear warm-up over lr_warmup_epochs, then 'cosine',
+    'piecewise' (x lr_decay at the epochs lr_boundaries) or 'constant'."""
+    warmup = int(config.lr_warmup_epochs * steps_per_epoch)
+    total = max(config.num_epochs * steps_per_epoch - warmup, 1)
     if config.lr_schedule == "cosine":
-        return optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1))
-    if config.lr_schedule == "piecewise":
+        main = optax.cosine_decay_schedule(config.learning_rate, total)
+    elif config.lr_schedule == "piecewise":
         boundaries = {
-            int(epoch * steps_per_epoch): config.lr_decay for epoch in config.lr_boundaries
+            int(epoch * steps_per_epoch) - warmup: config.lr_decay for epoch in config.lr_boundaries
         }
-        return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-    return optax.constant_schedule(config.learning_rate)
+        main = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+    else:
+        main = optax.constant_schedule(config.learning_rate)
+    if not warmup:
+        return main
+    ramp = optax.linear_schedule(0.0, config.learning_rate, warmup)
+    return optax.join_schedules([ramp, main], [warmup])
 
 
 def create_train_state(
@@ -147,7 +154,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: M
 
         def attack(radius, stream):
             size = attacks.pgd_step_size(radius, steps, step_min)
-            loss_fn = lambda x, y: cross_entropy(logits_fn(x), y)  # noqa: E731
+            loss_fn = lambda x, y: cross_entropy(logits_fn(x), y)
             return attacks.pgd_attack(
                 loss_fn, images, labels, radius, size, steps, example_keys(key, stream, ids)
             )
@@ -225,7 +232,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, loss: str, num_steps: int) -> C
     def device_eval(state: TrainState, batch: Batch, radius, step_size, key):
         images, labels = batch["image"], batch["label"]
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        logits_fn = lambda x: model.apply(variables, x, train=False)  # noqa: E731
+        logits_fn = lambda x: model.apply(variables, x, train=False)
         adversarial = attacks.pgd_attack(
             lambda x, y: attack_loss(logits_fn(x), y),
             images,

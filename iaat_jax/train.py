@@ -7,6 +7,7 @@ jitted data-parallel step -> new eps -> scatter by id. Importable from Colab and
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -16,6 +17,7 @@ from jax.experimental import multihost_utils
 from iaat_jax import evaluate, models, reporting, validation
 from iaat_jax import step as step_lib
 from iaat_jax.checkpoint import Checkpointer
+from iaat_jax.datasets import host_range
 from iaat_jax.epsilon import EpsilonTable
 
 
@@ -23,8 +25,6 @@ def merged_table(table: EpsilonTable, num_train: int) -> np.ndarray:
     """The whole table on every host: each host owns (and updated) its own slice of ids."""
     if jax.process_count() == 1:
         return table.values
-    from iaat_jax.input_pipeline import host_range
-
     tables = multihost_utils.process_allgather(table.values)  # [hosts, N]
     merged = np.empty_like(table.values)
     for host in range(jax.process_count()):
@@ -60,10 +60,32 @@ def _train_epoch(train_step, state, table, data, mesh, key, epoch, first_step, l
     return state, min(step + 1, last_step)
 
 
+def data_source(config: ml_collections.ConfigDict):
+    """This host's input: fake batches (numpy only) or TFDS (TensorFlow imported only here)."""
+    if config.fake_data:
+        from iaat_jax import fake_data
+
+        return fake_data.create_fake_source(config, jax.process_index(), jax.process_count())
+    from iaat_jax import input_pipeline
+
+    return input_pipeline.create_data_source(config, jax.process_index(), jax.process_count())
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+    """bfloat16 where config.half_precision says so (unset: on TPU and GPU), else float32."""
+    half = config.half_precision
+    if half is None:
+        half = jax.default_backend() in ("tpu", "gpu")
+    return jnp.bfloat16 if half else jnp.float32
+
+
 def initial_state(config: ml_collections.ConfigDict, data, mesh):
-    """(model, fresh replicated state, base RNG key, learning-rate schedule) for `config`."""
+    """(model, fresh replicated state, base RNG key, learning-rate schedule) for `config`.
+
+    Parameters stay float32; the model computes in `compute_dtype(config)`.
+    """
     model = models.create_model(
-        config.model, data.spec.num_classes, bn_axis_name=step_lib.DATA_AXIS
+        config.model, data.spec.num_classes, compute_dtype(config), step_lib.DATA_AXIS
     )
     init_key, base_key = jax.random.split(jax.random.key(config.seed))
     schedule = step_lib.learning_rate_schedule(config, data.steps_per_epoch)
@@ -95,9 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
     """Train `config` in `workdir`, resuming from its latest checkpoint; return the final state."""
     validation.validate_config(config, jax.device_count())
     workdir = validation.check_workdir(workdir)
-    from iaat_jax import input_pipeline  # TensorFlow is imported only where real data is read
-
-    data = input_pipeline.create_data_source(config, jax.process_index(), jax.process_count())
+    data = data_source(config)
     num_train, steps_per_epoch = data.num_train, data.steps_per_epoch
     if steps_per_epoch == 0:
         raise validation.ConfigError(

@@ -43,6 +43,11 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
             f"config.epsilon={config.epsilon} is outside [0, 1]: pixels are in [0, 1], "
             "so give the radius on that scale (e.g. 8/255 = 0.0314)"
         )
+    if config.eval_corruptions and config.dataset != "cifar10":
+        raise ConfigError(
+            f"config.eval_corruptions needs dataset cifar10, not {config.dataset}: "
+            "it evaluates on cifar10_corrupted"
+        )
     if not 0.0 < config.beta <= 1.0:
         raise ConfigError(f"config.beta={config.beta} must be in (0, 1]")
     for name in ("batch_size", "eval_batch_size"):
@@ -62,6 +67,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         ("attack_step_min", 0.0),
         ("learning_rate", 0.0),
         ("log_every_steps", 1),
+        ("lr_warmup_epochs", 0),
     ):
         _at_least(config, name, minimum)
 

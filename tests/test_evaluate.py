@@ -130,3 +130,38 @@ def test_eval_json_holds_what_was_measured(trained_runs):
         worst = next(r for r in saved["worst_case"] if r["epsilon"] == attack["epsilon"])
         assert worst["robust_accuracy"] <= attack["robust_accuracy"] + 1e-12
     assert saved["checkpoint_step"] == 50 and saved["method"] == "iaat"
+
+
+def test_corruption_accuracy_averages_every_corruption_and_severity(monkeypatch):
+    import tensorflow_datasets as tfds
+    from conftest import load_config
+
+    from iaat_jax import datasets
+
+    monkeypatch.setattr(datasets, "CIFAR10_CORRUPTIONS", ("fog", "snow"))
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    config = load_config("cifar10")
+    config.eval_batch_size = 16
+    model = models.AuthorsWideResNet(num_classes=10, depth=8, width=1)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    state = step_lib.TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=optax.sgd(0.1),
+    )
+    mesh = step_lib.make_mesh(jax.devices()[:1])
+    with tfds.testing.mock_data(num_examples=16):
+        result = evaluate.corruption_accuracy(
+            config,
+            step_lib.replicate(state, mesh),
+            model,
+            mesh,
+            step_lib.replicate(jax.random.key(0), mesh),
+        )
+    assert sorted(result["accuracy"]) == sorted(
+        f"{c}_{s}" for c in ("fog", "snow") for s in range(1, 6)
+    )
+    values = list(result["accuracy"].values())
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert result["mean_accuracy"] == pytest.approx(np.mean(values))

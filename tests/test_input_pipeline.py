@@ -46,9 +46,7 @@ def test_hosts_read_disjoint_slices_with_global_ids(fast_config):
 
 
 def test_ids_follow_shard_offsets():
-    offsets = tf.constant(
-        input_pipeline.shard_offsets(type("Split", (), {"shard_lengths": [5, 7, 3]}))
-    )
+    offsets = tf.constant(input_pipeline.shard_offsets([5, 7, 3]))
     tfds_ids = tf.constant(
         [
             b"ds-train.tfrecord-00000-of-00003__4",
@@ -71,8 +69,8 @@ def test_eval_batches_cover_the_test_split_once_with_padding(fast_config):
 
 
 def test_a_dataset_that_is_not_prepared_says_how_to_prepare_it(tmp_path):
-    spec = DatasetSpec("mnist", "train", "test", (28, 28, 1), 10)
-    with pytest.raises(ConfigError, match="tfds build mnist"):
+    spec = DatasetSpec("mnist", "train", "test", (28, 28, 1), 10, 60_000, 10_000)
+    with pytest.raises(ConfigError, match="python -m iaat_jax.prepare mnist --data_dir=DIR"):
         input_pipeline.get_builder(spec, str(tmp_path))
 
 
@@ -85,3 +83,78 @@ def test_the_embedded_split_is_stratified_and_deterministic():
     assert np.bincount(labels[split["train"]]).tolist() == [400] * 10
     assert np.bincount(labels[split["test"]]).tolist() == [100] * 10
     assert not set(split["train"]) & set(split["test"])
+
+
+@pytest.fixture
+def mocked_tfds(monkeypatch):
+    """tfds.testing.mock_data, with builders reporting prepared (mocks have no files)."""
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    with tfds.testing.mock_data(num_examples=48):
+        yield
+
+
+@pytest.mark.parametrize(
+    "config_name, shape, classes",
+    [
+        ("cifar10", (32, 32, 3), 10),
+        ("cifar100", (32, 32, 3), 100),
+        ("imagenet", (224, 224, 3), 1000),
+    ],
+)
+def test_paper_datasets_give_batches_of_the_right_shape_range_and_ids(
+    mocked_tfds, config_name, shape, classes
+):
+    from conftest import load_config
+
+    config = load_config(config_name)
+    config.batch_size, config.eval_batch_size = 16, 32
+    source = input_pipeline.create_data_source(config)
+    assert (
+        source.num_train
+        == {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}[config_name]
+    )
+    batch = next(source.train_epoch(0))
+    assert batch["image"].shape == (16, *shape) and batch["image"].dtype == np.float32
+    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0 and batch["image"].std() > 0
+    assert batch["label"].dtype == np.int32 and np.all(
+        (0 <= batch["label"]) & (batch["label"] < classes)
+    )
+    assert batch["id"].dtype == np.int64 and len(set(batch["id"].tolist())) == 16
+    eval_batch = next(source.eval_batches())
+    assert eval_batch["image"].shape == (32, *shape) and eval_batch["mask"].sum() > 0
+    assert 0.0 <= eval_batch["image"].min() and eval_batch["image"].max() <= 1.0
+
+
+def test_cifar_augmentation_pads_crops_flips_within_the_pixel_range():
+    from iaat_jax import augment
+
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (32, 32, 3)), tf.uint8)
+    outputs = [augment.cifar_train(image, tf.constant([7, i], tf.int64)).numpy() for i in range(6)]
+    for out in outputs:
+        assert out.shape == (32, 32, 3) and out.dtype == np.float32
+        assert 0.0 <= out.min() and out.max() <= 1.0
+    assert any(not np.array_equal(outputs[0], out) for out in outputs[1:])  # random per seed
+    again = augment.cifar_train(image, tf.constant([7, 0], tf.int64)).numpy()
+    np.testing.assert_array_equal(outputs[0], again)  # stateless: a resumed epoch replays it
+    # a crop of the reflect-padded image: the centre 24x24 of the source appears in every output
+    source = image.numpy().astype(np.float32) / 255
+    for out in outputs:
+        candidates = [out, out[:, ::-1]]
+        assert any(
+            np.array_equal(c[dy : dy + 24, dx : dx + 24], source[4:28, 4:28])
+            for c in candidates
+            for dy in range(9)
+            for dx in range(9)
+        )
+
+
+def test_corrupted_cifar_batches_for_the_corruption_evaluation(mocked_tfds):
+    from conftest import load_config
+
+    config = load_config("cifar10")
+    config.eval_batch_size = 32
+    _, batches = input_pipeline.corrupted_eval_batches(config, "fog_3")
+    batch = next(batches)
+    assert batch["image"].shape == (32, 32, 32, 3) and batch["image"].max() <= 1.0

@@ -5,10 +5,15 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from iaat_jax.models.resnet import ResNet50
 from iaat_jax.models.small_cnn import SmallCNN
+from iaat_jax.models.wide_resnet import AuthorsWideResNet, WideResNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "small_cnn": SmallCNN,
+    "small_cnn": SmallCNN,  # 28x28 digits, CPU-friendly
+    "wrn32_10_iaat": AuthorsWideResNet,  # the IAAT release's WRN-32-10 variant (depth=32, width=10)
+    "wrn34_10": WideResNet,  # the standard WRN-34-10 of later adversarial-training papers
+    "resnet50": ResNet50,  # ImageNet
 }
 
 

@@ -1,0 +1,126 @@
+"""Wide ResNets for CIFAR: the IAAT authors' variant (WRN-32-10) and the standard WRN-34-10.
+
+Both are pre-activation networks with three groups of (depth - 2 or 4) / 6 blocks and widths
+16k, 32k, 64k. Inputs are images in [0, 1]; each model normalises them itself.
+"""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+
+def _normalise(images: jnp.ndarray, dtype) -> jnp.ndarray:
+    mean, std = jnp.asarray(CIFAR_MEAN), jnp.asarray(CIFAR_STD)
+    return ((images - mean) / std).astype(dtype)
+
+
+def _three_groups(x, block, blocks: int, width: int, norm, dtype) -> jnp.ndarray:
+    """Groups of `blocks` blocks with 16, 32, 64 x width channels; stride 2 opens groups 2, 3."""
+    for group, channels in enumerate((16 * width, 32 * width, 64 * width)):
+        for index in range(blocks):
+            x = block(channels, 2 if group > 0 and index == 0 else 1, norm, dtype)(x)
+    return x
+
+
+class _AuthorsBlock(nn.Module):
+    """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3; shortcut avg-pool 3x3/2 + zero channels."""
+
+    channels: int
+    stride: int
+    norm: Callable[[], nn.Module]
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        conv = lambda c, s: nn.Conv(c, (3, 3), s, padding=1, use_bias=False, dtype=self.dtype)
+        out = conv(self.channels, self.stride)(nn.relu(self.norm()(x)))
+        out = conv(self.channels, 1)(nn.relu(self.norm()(out)))
+        shortcut = x
+        if self.stride != 1:
+            shortcut = nn.avg_pool(shortcut, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        if shortcut.shape[-1] != self.channels:
+            extra = self.channels - shortcut.shape[-1]
+            shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (0, extra)))
+        return out + shortcut
+
+
+class AuthorsWideResNet(nn.Module):
+    """The IAAT release's "WRN-32-10": BatchNorm without affine parameters, first conv
+    16 * width channels, a 1x1-conv head to the classes with BatchNorm, then global average pool
+    (../shared/IAAT_REFERENCE.md, "Official hyper-parameters")."""
+
+    num_classes: int
+    depth: int = 32
+    width: int = 10
+    dtype: jnp.dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
+        blocks = (self.depth - 2) // 6
+        norm = lambda: nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            use_scale=False,
+            use_bias=False,
+            axis_name=self.bn_axis_name if train else None,
+            dtype=self.dtype,
+        )
+        x = nn.Conv(16 * self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(
+            _normalise(images, self.dtype)
+        )
+        x = _three_groups(x, _AuthorsBlock, blocks, self.width, norm, self.dtype)
+        x = nn.relu(norm()(x))
+        x = norm()(nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x))
+        return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+
+
+class _StandardBlock(nn.Module):
+    """Pre-activation block of Zagoruyko & Komodakis; 1x1-conv shortcut when the shape changes."""
+
+    channels: int
+    stride: int
+    norm: Callable[[], nn.Module]
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        conv = lambda c, s: nn.Conv(c, (3, 3), s, padding=1, use_bias=False, dtype=self.dtype)
+        activated = nn.relu(self.norm()(x))
+        out = conv(self.channels, self.stride)(activated)
+        out = conv(self.channels, 1)(nn.relu(self.norm()(out)))
+        if self.stride != 1 or x.shape[-1] != self.channels:
+            x = nn.Conv(self.channels, (1, 1), self.stride, use_bias=False, dtype=self.dtype)(
+                activated
+            )
+        return out + x
+
+
+class WideResNet(nn.Module):
+    """Standard WRN-depth-width (default 34-10, as in Madry et al. and TRADES)."""
+
+    num_classes: int
+    depth: int = 34
+    width: int = 10
+    dtype: jnp.dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
+        blocks = (self.depth - 4) // 6
+        norm = lambda: nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            axis_name=self.bn_axis_name if train else None,
+            dtype=self.dtype,
+        )
+        x = nn.Conv(16, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(
+            _normalise(images, self.dtype)
+        )
+        x = _three_groups(x, _StandardBlock, blocks, self.width, norm, self.dtype)
+        x = jnp.mean(nn.relu(norm()(x)), axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

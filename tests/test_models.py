@@ -1,0 +1,85 @@
+"""Models: output shapes, parameter counts against the architectures, mixed precision."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from iaat_jax import attacks, models
+from iaat_jax.step import cross_entropy, example_keys
+
+
+def param_count(model, shape) -> int:
+    variables = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
+    )
+    return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+
+
+def authors_wrn_count(depth: int, width: int, classes: int, channels: int = 3) -> int:
+    """3x3 convs of the authors' WRN (no biases, BatchNorm without affine) + the 1x1 head."""
+    blocks, widths = (depth - 2) // 6, (16 * width, 32 * width, 64 * width)
+    total, previous = 9 * channels * widths[0], widths[0]
+    for out in widths:
+        total += 9 * previous * out + 9 * out * out + (blocks - 1) * 2 * 9 * out * out
+        previous = out
+    return total + widths[-1] * classes + classes
+
+
+@pytest.mark.parametrize(
+    "name, shape, classes, expected",
+    [
+        ("small_cnn", (28, 28, 1), 10, 107_066),
+        ("wrn32_10_iaat", (32, 32, 3), 10, authors_wrn_count(32, 10, 10)),
+        ("wrn34_10", (32, 32, 3), 10, 46_160_474),  # WRN-34-10 as in Madry et al., TRADES
+        ("resnet50", (224, 224, 3), 1000, 25_557_032),  # torchvision's ResNet-50
+    ],
+)
+def test_parameter_counts_match_the_architectures(name, shape, classes, expected):
+    assert param_count(models.create_model(name, classes), shape) == expected
+
+
+def test_authors_wrn_32_10_has_46_million_parameters():
+    assert authors_wrn_count(32, 10, 10) == 46_090_730
+
+
+@pytest.mark.parametrize(
+    "model, shape",
+    [
+        (models.AuthorsWideResNet(num_classes=7, depth=8, width=1), (32, 32, 3)),
+        (models.WideResNet(num_classes=7, depth=10, width=1), (32, 32, 3)),
+        (models.ResNet50(num_classes=7, stage_sizes=(1, 1, 1, 1)), (64, 64, 3)),
+        (models.SmallCNN(num_classes=7), (28, 28, 1)),
+    ],
+)
+def test_output_shape_and_training_mode(model, shape):
+    images = jax.random.uniform(jax.random.key(1), (3, *shape))
+    variables = model.init(jax.random.key(0), images, train=False)
+    logits, updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    assert logits.shape == (3, 7) and logits.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(logits)))
+    assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
+        variables["batch_stats"]
+    )
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_a_float32_attack():
+    model = models.create_model("small_cnn", 10, dtype=jnp.bfloat16)
+    images = jax.random.uniform(jax.random.key(1), (8, 28, 28, 1))
+    variables = model.init(jax.random.key(0), images, train=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype(jnp.float32)}
+    labels = jnp.zeros(8, jnp.int32)
+    loss_fn = lambda x, y: cross_entropy(model.apply(variables, x, train=False), y)
+    radius = jnp.full(8, 0.1)
+    adversarial = attacks.pgd_attack(
+        loss_fn,
+        images,
+        labels,
+        radius,
+        jnp.full(8, 0.03),
+        5,
+        example_keys(jax.random.key(2), 0, jnp.arange(8)),
+    )
+    assert adversarial.dtype == jnp.float32
+    assert float(jnp.abs(adversarial - images).max()) <= 0.1 + 1e-6
+    assert float(jnp.abs(adversarial - images).max()) > 0.05
