@@ -73,7 +73,7 @@ def measure(
         (a.loss, a.steps): step_lib.make_eval_step(model, mesh, a.loss, a.steps)
         for a in attack_list
     }
-    totals = np.zeros(2 + len(attack_list) + len(attack_list))  # count, clean, per attack, worst
+    totals = np.zeros(2 + len(attack_list))  # examples, clean-correct, robust per attack
     epsilons = sorted({a.epsilon for a in attack_list})
     worst_totals = np.zeros(len(epsilons))
     started = time.perf_counter()

@@ -75,6 +75,10 @@ class Progress:
         self._last_step = last_step
         self._mark_step, self._mark_time = first_step, time.perf_counter()
 
+    def restart(self, step: int) -> None:
+        """Measure the next rate from here (after an evaluation, which is not a training step)."""
+        self._mark_step, self._mark_time = step, time.perf_counter()
+
     def interval(self, step: int) -> float:
         """Steps per second since the last call; resets the mark."""
         now = time.perf_counter()

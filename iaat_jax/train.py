@@ -224,6 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
                 "method": config.method,
             },
         )
+        progress.restart(step)
     checkpoints.wait()
     checkpoints.close()
     log.close()
