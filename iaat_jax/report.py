@@ -84,15 +84,21 @@ def load_run(directory: str) -> Run:
     )
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (robust, clean) points that no other point beats on both axes, by robustness."""
+    return sorted(
+        p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)
+    )
+
+
 def frontier_gap(pgd_points: list[tuple[float, float]], robust: float, clean: float) -> float:
     """Clean accuracy above the fixed-radius frontier at the same robust accuracy.
 
-    The frontier joins the PGD runs' (robust, clean) points in order of robustness; beyond its
-    ends it is flat at the nearest point (a point more robust than every PGD run is compared
-    with the most robust one). Positive: beyond the frontier.
+    The frontier joins the non-dominated PGD runs' (robust, clean) points in order of
+    robustness; beyond its ends it is flat at the nearest point (a point more robust than every
+    PGD run is compared with the most robust one). Positive: beyond the frontier.
     """
-    points = sorted(pgd_points)
-    robust_values, clean_values = zip(*points, strict=True)
+    robust_values, clean_values = zip(*pareto_front(pgd_points), strict=True)
     return clean - float(np.interp(robust, robust_values, clean_values))
 
 
@@ -120,13 +126,20 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
                 label=f"{run.method.upper()} {run.name}",
             )
     if pgd:
-        pgd.sort()
+        front = pareto_front([(p[0], p[1]) for p in pgd])
         axis.plot(
             [p[0] for p in pgd],
             [p[1] for p in pgd],
-            "o-",
+            "o",
             color="tab:blue",
-            label="PGD-AT (fixed eps) frontier",
+            label="PGD-AT at a fixed eps",
+        )
+        axis.plot(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            "-",
+            color="tab:blue",
+            label="fixed-eps frontier (non-dominated runs)",
         )
         for robust, clean, eps in pgd:
             axis.annotate(
@@ -153,7 +166,7 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
         title="Clean vs robust accuracy",
     )
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower left")
+    axis.legend(fontsize=8, loc="best")
     figure.tight_layout()
     figure.savefig(out / "pareto.png", dpi=120)
     plt.close(figure)
@@ -189,9 +202,8 @@ def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
 def plot_epsilon_over_epochs(runs: list[Run], out: epath.Path, warn) -> None:
     figure, (mean_axis, tracked_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
     iaat = [run for run in runs if run.method == "iaat" and run.epoch_evals]
-    for run in runs:
-        if run not in iaat:
-            warn(f"epsilon_over_epochs.png: {run.name} is not an IAAT run with per-epoch records")
+    if not iaat:
+        warn("epsilon_over_epochs.png: no IAAT run with per-epoch records")
     for run in iaat:
         epochs = [r["epoch"] + 1 for r in run.epoch_evals]
         line = mean_axis.plot(
@@ -296,7 +308,8 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out) -
     header = ["run", "method", "train eps", "clean"] + [f"robust @ {e:.4g}" for e in test_epsilons]
     lines = ["# IAAT report", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run in runs:
-        cells = [run.name, run.method, f"{run.train_epsilon:.4g}"]
+        train_eps = "-" if run.method == "clean" else f"{run.train_epsilon:.4g}"
+        cells = [run.name, run.method, train_eps]
         cells.append(_fmt(run.clean_accuracy()))
         cells += [_fmt(run.robust_accuracy(e)) for e in test_epsilons]
         lines.append("| " + " | ".join(cells) + " |")

@@ -50,6 +50,9 @@ def test_frontier_gap_interpolates_the_fixed_radius_runs():
     assert report.frontier_gap(points, 0.4, 0.8) == pytest.approx(0.1)  # above the line
     assert report.frontier_gap(points, 0.4, 0.6) == pytest.approx(-0.1)
     assert report.frontier_gap(points, 0.7, 0.55) == pytest.approx(0.05)  # beyond the robust end
+    # a collapsed run (dominated on both axes) does not pull the frontier down
+    assert report.frontier_gap(points + [(0.3, 0.2)], 0.4, 0.8) == pytest.approx(0.1)
+    assert report.pareto_front(points + [(0.3, 0.2)]) == points
 
 
 def test_missing_or_empty_run_directory_is_a_clear_error(tmp_path, capsys):
