@@ -5,7 +5,7 @@ import shutil
 import matplotlib.pyplot as plt
 import pytest
 
-from iaat_jax import report
+from iaat_jax import figures, report
 
 FIGURES = (
     "pareto",
@@ -47,12 +47,12 @@ def test_runs_missing_what_a_figure_needs_are_warned_about_not_fatal(trained_run
 
 def test_frontier_gap_interpolates_the_fixed_radius_runs():
     points = [(0.2, 0.9), (0.6, 0.5)]
-    assert report.frontier_gap(points, 0.4, 0.8) == pytest.approx(0.1)  # above the line
-    assert report.frontier_gap(points, 0.4, 0.6) == pytest.approx(-0.1)
-    assert report.frontier_gap(points, 0.7, 0.55) == pytest.approx(0.05)  # beyond the robust end
+    assert figures.frontier_gap(points, 0.4, 0.8) == pytest.approx(0.1)  # above the line
+    assert figures.frontier_gap(points, 0.4, 0.6) == pytest.approx(-0.1)
+    assert figures.frontier_gap(points, 0.7, 0.55) == pytest.approx(0.05)  # beyond the robust end
     # a collapsed run (dominated on both axes) does not pull the frontier down
-    assert report.frontier_gap(points + [(0.3, 0.2)], 0.4, 0.8) == pytest.approx(0.1)
-    assert report.pareto_front(points + [(0.3, 0.2)]) == points
+    assert figures.frontier_gap(points + [(0.3, 0.2)], 0.4, 0.8) == pytest.approx(0.1)
+    assert figures.pareto_front(points + [(0.3, 0.2)]) == points
 
 
 def test_missing_or_empty_run_directory_is_a_clear_error(tmp_path, capsys):
