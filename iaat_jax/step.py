@@ -14,6 +14,7 @@ iterations need no cross-device traffic. 'batch' is the reference's behaviour: b
 averaged over the global batch (running statistics are still updated only by the loss pass).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -220,6 +221,7 @@ def margin_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
 ATTACK_LOSSES = {"ce": cross_entropy, "margin": margin_loss}
 
 
+@functools.cache  # one compiled program per (model, mesh, loss, steps): every epoch reuses it
 def make_eval_step(model: nn.Module, mesh: Mesh, loss: str, num_steps: int) -> Callable:
     """`eval_step(state, batch, radius, step_size, key) -> {clean, robust}` flags [B].
 
