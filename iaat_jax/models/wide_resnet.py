@@ -18,6 +18,18 @@ def _normalise(images: jnp.ndarray, dtype) -> jnp.ndarray:
     return ((images - mean) / std).astype(dtype)
 
 
+def _batch_norm(train: bool, axis_name: str | None, dtype, affine: bool) -> Callable[[], nn.Module]:
+    """A BatchNorm factory; statistics averaged over `axis_name` in training mode."""
+    return lambda: nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        use_scale=affine,
+        use_bias=affine,
+        axis_name=axis_name if train else None,
+        dtype=dtype,
+    )
+
+
 def _three_groups(x, block, blocks: int, width: int, norm, dtype) -> jnp.ndarray:
     """Groups of `blocks` blocks with 16, 32, 64 x width channels; stride 2 opens groups 2, 3."""
     for group, channels in enumerate((16 * width, 32 * width, 64 * width)):
@@ -62,14 +74,7 @@ class AuthorsWideResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
         blocks = (self.depth - 2) // 6
-        norm = lambda: nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            use_scale=False,
-            use_bias=False,
-            axis_name=self.bn_axis_name if train else None,
-            dtype=self.dtype,
-        )
+        norm = _batch_norm(train, self.bn_axis_name, self.dtype, affine=False)
         x = nn.Conv(16 * self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(
             _normalise(images, self.dtype)
         )
@@ -112,12 +117,7 @@ class WideResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
         blocks = (self.depth - 4) // 6
-        norm = lambda: nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            axis_name=self.bn_axis_name if train else None,
-            dtype=self.dtype,
-        )
+        norm = _batch_norm(train, self.bn_axis_name, self.dtype, affine=True)
         x = nn.Conv(16, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(
             _normalise(images, self.dtype)
         )
