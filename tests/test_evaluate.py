@@ -25,6 +25,16 @@ class Linear(nn.Module):
         return nn.Dense(2)(images.reshape(images.shape[0], -1))
 
 
+def state_of(model, variables) -> step_lib.TrainState:
+    """A TrainState around given variables (evaluation only looks at params and batch stats)."""
+    return step_lib.TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=optax.sgd(0.1),
+    )
+
+
 def brute_force_robust(weights, bias, images, labels, eps):
     """1 where no corner of the clipped L-inf ball [x - eps, x + eps] & [0, 1] is misclassified."""
     robust = []
@@ -54,9 +64,7 @@ def test_pgd_evaluation_equals_the_brute_force_worst_case_on_a_linear_model(num_
     params = model.init(jax.random.key(0), jnp.zeros((1, *SHAPE)), train=False)["params"]
     labels = np.asarray(jnp.argmax(model.apply({"params": params}, images, train=False), -1))
     labels = labels.astype(np.int32)  # all clean-correct; robustness decides
-    state = step_lib.TrainState.create(
-        apply_fn=model.apply, params=params, batch_stats={}, tx=optax.sgd(0.1)
-    )
+    state = state_of(model, {"params": params})
     mesh = step_lib.make_mesh(jax.devices()[:num_devices])
     attack_list = [
         evaluate.Attack(loss, eps, steps=10, step_size=eps / 4)
@@ -90,12 +98,7 @@ def test_restarts_never_lower_the_attack_success():
     labels = rng.integers(0, 10, N).astype(np.int32)
     model = models.create_model("small_cnn", 10)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
-    state = step_lib.TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        tx=optax.sgd(0.1),
-    )
+    state = state_of(model, variables)
     # labels = predictions, so that every example starts correct and an attack has work to do
     logits = model.apply(variables, images, train=False)
     labels = np.asarray(jnp.argmax(logits, -1)).astype(np.int32)
@@ -154,12 +157,7 @@ def test_corruption_accuracy_averages_every_corruption_and_severity(monkeypatch)
     config = load_config("cifar10")
     model = models.SmallCNN(num_classes=10)  # any 32x32x3 classifier will do
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
-    state = step_lib.TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        tx=optax.sgd(0.1),
-    )
+    state = state_of(model, variables)
     mesh = step_lib.make_mesh(jax.devices()[:1])
     result = evaluate.corruption_accuracy(
         config,
