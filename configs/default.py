@@ -10,39 +10,31 @@ Variants are overrides, e.g. the fixed-radius baseline: --config.method=pgd
 
 import ml_collections
 
+placeholder = ml_collections.config_dict.placeholder  # a typed field whose default is None
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The default experiment; every other config starts from this one."""
     config = ml_collections.ConfigDict()
     # Data.
     config.dataset = "mnist5k"  # a key of iaat_jax.datasets.DATASETS
-    config.data_dir = ml_collections.config_dict.placeholder(
-        str
-    )  # TFDS data_dir; None: TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.data_dir = placeholder(str)  # TFDS data_dir; None: TFDS_DATA_DIR, ~/tensorflow_datasets
     config.cache = True  # keep decoded training images in memory (small datasets only)
     config.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
     config.fake_data = False  # random batches with the dataset's shapes and ids (smoke runs, no TF)
     # Model.
     config.model = "small_cnn"  # a key of iaat_jax.models.MODELS
-    config.half_precision = ml_collections.config_dict.placeholder(
-        bool
-    )  # bf16 compute; None: on TPU/GPU
-    # Method: 'clean' (no attack), 'pgd' (fixed radius, Madry et al.), 'iaat' (per-example radius).
-    config.method = "iaat"
+    config.half_precision = placeholder(bool)  # bfloat16 compute; None: on TPU/GPU, off on CPU
+    # Method.
+    config.method = "iaat"  # 'clean' (no attack), 'pgd' (fixed radius, Madry et al.) or 'iaat'
     config.epsilon = 0.3  # L-inf radius: PGD-AT's fixed radius, IAAT's warm-up radius, eval radius
     config.gamma = 0.075  # IAAT: radius probe step (reference ratio: 1.9/255 for epsilon 8/255)
-    config.beta = (
-        0.3  # IAAT: smoothing weight (reference 0.1 over 100 epochs; 0.3 lets 5 epochs adapt)
-    )
+    config.beta = 0.3  # IAAT: smoothing weight (reference 0.1 over 100 epochs; 0.3 adapts in 5)
     config.warmup_epochs = 2  # IAAT: epochs with radius = epsilon * clean_correct
-    config.epsilon_max = ml_collections.config_dict.placeholder(
-        float
-    )  # optional cap on IAAT radii; None: no cap (reference)
+    config.epsilon_max = placeholder(float)  # optional cap on IAAT radii; None: no cap (reference)
     config.attack_steps = 10  # PGD steps of every training attack
     config.attack_step_min = 0.03  # PGD step size = max(eps / (steps / 2), attack_step_min)
-    config.attack_batchnorm = (
-        "running"  # BatchNorm in clean check and attacks: 'running' or 'batch' (reference)
-    )
+    config.attack_batchnorm = "running"  # BatchNorm in clean check and attacks: or 'batch' (ref.)
     config.eval_attack_steps = 10  # PGD steps of the per-epoch robust evaluation
     # --mode=evaluate: the robustness sweep over test radii (eval.json).
     config.sweep_epsilons = ()  # test radii; empty: 9 radii from 0 to 2 * epsilon
@@ -52,25 +44,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
     config.eval_corruptions = False  # also clean accuracy on cifar10_corrupted (cifar10 only)
     # Optimisation.
-    config.num_epochs = 7
+    config.num_epochs = 7  # training length in epochs (full passes over the training split)
     config.num_train_steps = -1  # if > 0, stop after this many steps (smoke runs)
     config.batch_size = 100  # global batch, split across all devices
     config.eval_batch_size = 200  # global evaluation batch
-    config.optimizer = "sgd"  # SGD with momentum, as the reference
+    config.optimizer = "sgd"  # 'sgd' (momentum, coupled decay: the reference) or 'adamw'
     config.learning_rate = 0.05  # peak learning rate
-    config.momentum = 0.9
-    config.weight_decay = 5e-4  # coupled L2, as PyTorch SGD(weight_decay=...)
+    config.momentum = 0.9  # SGD momentum (sgd only)
+    config.weight_decay = 5e-4  # sgd: coupled L2 (as PyTorch SGD); adamw: decoupled decay
     config.lr_warmup_epochs = 0  # linear warm-up of the learning rate from 0 (large batches)
     config.lr_schedule = "cosine"  # 'cosine', 'piecewise' or 'constant'
-    config.lr_boundaries = (
-        70,
-        90,
-        100,
-    )  # piecewise: epochs where the rate is multiplied by lr_decay
-    config.lr_decay = 0.2
-    config.seed = 0
+    config.lr_boundaries = (70, 90, 100)  # piecewise: epochs where the rate is x lr_decay
+    config.lr_decay = 0.2  # piecewise: factor at each boundary
+    config.seed = 0  # initialisation, data order and attack noise
     # Bookkeeping.
     config.log_every_steps = 10  # train metrics to console / TensorBoard / metrics.jsonl
     config.tracked_ids = (0, 1, 2, 3, 4, 5, 6, 7)  # example ids whose radius is logged each epoch
-    config.checkpoints_to_keep = 2
+    config.checkpoints_to_keep = 2  # newest checkpoints kept in <workdir>/checkpoints
     return config

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from iaat_jax.validation import ConfigError
+from iaat_jax.config_checks import ConfigError
 
 
 class Checkpointer:
@@ -64,8 +64,15 @@ class Checkpointer:
                 "use a fresh --workdir, or the config that wrote it"
             ) from error
         host = restored["host"]
+        table = np.asarray(host["epsilon_table"])
+        if table.shape != (num_train,):  # orbax restores an array of another size as saved
+            raise ConfigError(
+                f"checkpoint at step {step} does not fit this config: its epsilon table has "
+                f"{table.shape[0]} examples, this dataset {num_train}; use a fresh --workdir, "
+                "or the config that wrote it"
+            )
         key = jax.random.wrap_key_data(np.asarray(host["key_data"], np.uint32))
-        return restored["state"], np.asarray(host["epsilon_table"]), key, restored["meta"]
+        return restored["state"], table, key, restored["meta"]
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -17,8 +17,9 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from iaat_jax import attacks, reporting, validation
+from iaat_jax import attacks, config_checks, experiment, metrics_log, sharding
 from iaat_jax import step as step_lib
+from iaat_jax.checkpoint import Checkpointer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,27 +32,36 @@ class Attack:
     step_size: float
     restarts: int = 1
 
+    @classmethod
+    def with_training_step_size(
+        cls, loss: str, epsilon: float, steps: int, step_min: float, restarts: int = 1
+    ) -> "Attack":
+        """PGD whose step size follows the training rule, max(eps / (steps / 2), step_min)."""
+        size = float(attacks.pgd_step_size(np.float32(epsilon), steps, step_min))
+        return cls(loss, float(epsilon), steps, size, restarts)
 
-def reference_step_size(epsilon: float, steps: int, step_min: float) -> float:
-    """The training rule, max(eps / (steps / 2), step_min), for one radius."""
-    return float(attacks.pgd_step_size(np.float32(epsilon), steps, step_min))
+
+def per_epoch_attack(config: ml_collections.ConfigDict) -> Attack:
+    """The robust evaluation after each training epoch: PGD-k with cross-entropy at epsilon."""
+    return Attack.with_training_step_size(
+        "ce", config.epsilon, config.eval_attack_steps, config.attack_step_min
+    )
 
 
 def sweep_attacks(config: ml_collections.ConfigDict) -> list[Attack]:
     """The attacks of `--mode=evaluate`: every radius of the sweep times every loss."""
     epsilons = config.sweep_epsilons or tuple(np.linspace(0.0, 2 * config.epsilon, 9))
     steps = config.sweep_attack_steps
-    return [
-        Attack(
-            loss,
-            float(eps),
-            steps,
-            config.sweep_step_size or reference_step_size(eps, steps, config.attack_step_min),
-            config.sweep_restarts,
-        )
-        for eps in epsilons
-        for loss in config.sweep_losses
-    ]
+    attack_list = []
+    for eps in epsilons:
+        for loss in config.sweep_losses:
+            attack = Attack.with_training_step_size(
+                loss, eps, steps, config.attack_step_min, config.sweep_restarts
+            )
+            if config.sweep_step_size:
+                attack = dataclasses.replace(attack, step_size=config.sweep_step_size)
+            attack_list.append(attack)
+    return attack_list
 
 
 def _global_sum(values: np.ndarray) -> np.ndarray:
@@ -79,10 +89,7 @@ def measure(
     started = time.perf_counter()
     for index, batch in enumerate(batches):
         mask = batch["mask"]
-        device_batch = step_lib.shard_batch(
-            {"image": batch["image"], "label": batch["label"], "id": batch["id"].astype(np.int32)},
-            mesh,
-        )
+        device_batch = sharding.device_batch(batch, mesh)
         clean, survived = None, {eps: mask.copy() for eps in epsilons}
         # radius-0 attacks last: they cannot move the input, so they reuse the clean flags
         for number, attack in sorted(enumerate(attack_list), key=lambda x: x[1].epsilon == 0):
@@ -93,14 +100,14 @@ def measure(
             robust = np.ones_like(mask)
             radius = np.full(mask.shape, attack.epsilon, np.float32)
             size = np.full(mask.shape, attack.step_size, np.float32)
-            radius, size = (step_lib.shard_batch({"x": v}, mesh)["x"] for v in (radius, size))
+            radius, size = sharding.shard_rows(radius, mesh), sharding.shard_rows(size, mesh)
             for restart in range(attack.restarts):
                 restart_key = jax.random.fold_in(jax.random.fold_in(key, number), restart)
                 flags = eval_steps[(attack.loss, attack.steps)](
-                    state, device_batch, radius, size, step_lib.replicate(restart_key, mesh)
+                    state, device_batch, radius, size, sharding.replicate(restart_key, mesh)
                 )
-                clean = step_lib.local_rows(flags["clean"])
-                robust = robust * step_lib.local_rows(flags["robust"])
+                clean = sharding.local_rows(flags["clean"])
+                robust = robust * sharding.local_rows(flags["robust"])
             totals[2 + number] += np.sum(robust * mask)
             survived[attack.epsilon] = survived[attack.epsilon] * robust
         totals[0] += mask.sum()
@@ -113,7 +120,7 @@ def measure(
                 index + 1,
                 num_batches,
                 len(attack_list),
-                reporting.format_seconds(elapsed / (index + 1) * (num_batches - index - 1)),
+                metrics_log.format_seconds(elapsed / (index + 1) * (num_batches - index - 1)),
             )
     totals = [float(v) for v in _global_sum(totals)]
     worst_totals = [float(v) for v in _global_sum(worst_totals)]
@@ -158,21 +165,35 @@ def corruption_accuracy(config: ml_collections.ConfigDict, state, model, mesh, k
             accuracy[name],
             done,
             len(names),
-            reporting.format_seconds(eta),
+            metrics_log.format_seconds(eta),
         )
     return {"mean_accuracy": float(np.mean(list(accuracy.values()))), "accuracy": accuracy}
 
 
+def restore_latest(workdir: epath.Path, state_template, num_train: int):
+    """(restored state, its step) from the newest checkpoint; ConfigError if there is none."""
+    checkpoints = Checkpointer(workdir, max_to_keep=None)
+    try:
+        if checkpoints.latest_step() is None:
+            raise config_checks.ConfigError(
+                f"no checkpoint in {workdir}/checkpoints: train first with "
+                f"`python -m iaat_jax.main --config=... --workdir={workdir}`"
+            )
+        state, _, _, _ = checkpoints.restore(state_template, num_train)
+    finally:
+        checkpoints.close()
+    return state, int(state.step)
+
+
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Restore the run in `workdir`, run the configured sweep, write eval.json; return it."""
-    from iaat_jax import train
-
-    validation.validate_config(config, jax.device_count())
+    config_checks.validate_config(config, jax.device_count())
     path = epath.Path(workdir)
-    data = train.data_source(config)
-    mesh = step_lib.make_mesh()
-    model, state, base_key, _ = train.initial_state(config, data, mesh)
-    state, checkpoint_step = train.restore_for_evaluation(config, path, state, data.num_train)
+    data = experiment.data_source(config)
+    mesh = sharding.make_mesh()
+    run = experiment.create_experiment(config, data, mesh)
+    model, base_key = run.model, run.base_key
+    state, checkpoint_step = restore_latest(path, run.state, data.num_train)
     attack_list = sweep_attacks(config)
     num_batches = data.num_eval_batches
     logging.info(
@@ -182,7 +203,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         len(attack_list),
         data.num_eval,
     )
-    key = step_lib.replicate(jax.random.fold_in(base_key, 7), mesh)
+    key = sharding.replicate(jax.random.fold_in(base_key, 7), mesh)
     results = measure(state, model, mesh, data.eval_batches(), attack_list, key, num_batches)
     if config.eval_corruptions:
         results["corruptions"] = corruption_accuracy(config, state, model, mesh, key)
@@ -198,7 +219,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         scalars = {"eval/clean_accuracy": results["clean_accuracy"]}
         for row in results["worst_case"]:
             scalars[f"eval/robust_accuracy_eps_{row['epsilon']:.4f}"] = row["robust_accuracy"]
-        reporting.write_scalars(path, checkpoint_step, scalars)
+        metrics_log.write_scalars(path, checkpoint_step, scalars)
     for row in results["worst_case"]:
         logging.info("eps %.4f: robust accuracy %.4f", row["epsilon"], row["robust_accuracy"])
     return results

@@ -10,9 +10,7 @@ from collections.abc import Iterator
 import ml_collections
 import numpy as np
 
-from iaat_jax.datasets import DATASETS, HostInput, host_range
-
-Batch = dict[str, np.ndarray]
+from iaat_jax.datasets import DATASETS, Batch, HostInput, host_range
 
 
 class FakeDataSource(HostInput):

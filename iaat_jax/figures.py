@@ -1,9 +1,5 @@
 """The report's figures (paper Figs 2-5), drawn from loaded runs; see iaat_jax.report."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,8 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-if TYPE_CHECKING:
-    from iaat_jax.report import Run
+from iaat_jax.runs import Run  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

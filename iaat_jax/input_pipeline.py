@@ -18,11 +18,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from iaat_jax import augment
-from iaat_jax.datasets import DATASETS, DatasetSpec, HostInput, host_range
-from iaat_jax.validation import ConfigError
+from iaat_jax.config_checks import ConfigError
+from iaat_jax.datasets import DATASETS, Batch, DatasetSpec, HostInput, host_range
 
 tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators belong to JAX
-Batch = dict[str, np.ndarray]
 
 
 def get_builder(spec: DatasetSpec, data_dir: str | None) -> tfds.core.DatasetBuilder:

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from iaat_jax import evaluate, train
-from iaat_jax.validation import ConfigError
+from iaat_jax.config_checks import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the epsilon table.")

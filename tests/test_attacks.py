@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iaat_jax import attacks
-from iaat_jax.step import cross_entropy, example_keys
+from iaat_jax.attacks import cross_entropy, example_keys
 
 B, D, CLASSES = 16, 6, 3
 

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 from conftest import REPO, load_config
 
-from iaat_jax import validation
+from iaat_jax import config_checks
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
 
@@ -18,7 +18,7 @@ def test_the_paper_configs_exist():
 def test_config_loads_validates_and_documents_itself(name):
     config = load_config(name)
     for device_count in (1, 2, 4) if name == "default" else (1, 8):  # default: a CPU's batch
-        validation.validate_config(config, device_count)
+        config_checks.validate_config(config, device_count)
     doc = pathlib.Path(REPO / "configs" / f"{name}.py").read_text().split('"""')[1]
     assert f"--config=configs/{name}.py" in doc
     assert "Cost" in doc

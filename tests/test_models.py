@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iaat_jax import attacks, models
-from iaat_jax.step import cross_entropy, example_keys
+from iaat_jax.attacks import cross_entropy, example_keys
 
 
 def param_count(model, shape) -> int:
@@ -30,7 +30,7 @@ def authors_wrn_count(depth: int, width: int, classes: int, channels: int = 3) -
     "name, shape, classes, expected",
     [
         ("small_cnn", (28, 28, 1), 10, 107_066),
-        ("wrn32_10_iaat", (32, 32, 3), 10, authors_wrn_count(32, 10, 10)),
+        ("wrn32_10_iaat", (32, 32, 3), 10, 46_090_730),  # authors' WRN-32-10, this head
         ("wrn34_10", (32, 32, 3), 10, 46_160_474),  # WRN-34-10 as in Madry et al., TRADES
         ("resnet50", (224, 224, 3), 1000, 25_557_032),  # torchvision's ResNet-50
     ],
@@ -39,8 +39,10 @@ def test_parameter_counts_match_the_architectures(name, shape, classes, expected
     assert param_count(models.create_model(name, classes), shape) == expected
 
 
-def test_authors_wrn_32_10_has_46_million_parameters():
-    assert authors_wrn_count(32, 10, 10) == 46_090_730
+@pytest.mark.parametrize("depth, width, classes", [(8, 1, 10), (14, 2, 100), (32, 10, 10)])
+def test_authors_wrn_follows_the_closed_form_count_at_every_depth_and_width(depth, width, classes):
+    model = models.AuthorsWideResNet(num_classes=classes, depth=depth, width=width)
+    assert param_count(model, (32, 32, 3)) == authors_wrn_count(depth, width, classes)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import REPO
 
 
@@ -16,6 +17,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes compile and train, about 40 s
 def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"localhost:{free_port()}"

@@ -17,6 +17,7 @@ FIGURES = (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # trains two runs (shared fixture), about a minute
 def test_report_writes_every_figure_and_the_measured_numbers(trained_runs, tmp_path):
     iaat_dir, iaat_results = trained_runs["iaat"]
     pgd_dir, pgd_results = trained_runs["pgd"]
@@ -46,6 +47,7 @@ def test_report_writes_every_figure_and_the_measured_numbers(trained_runs, tmp_p
     assert f"-> {where} the fixed-eps frontier ({gap:+.3f} clean accuracy)" in text
 
 
+@pytest.mark.slow  # trains two runs (shared fixture), about a minute
 def test_runs_missing_what_a_figure_needs_are_warned_about_not_fatal(trained_runs, tmp_path):
     pgd_copy = tmp_path / "pgd_without_sweep"
     shutil.copytree(trained_runs["pgd"][0], pgd_copy)
@@ -54,16 +56,6 @@ def test_runs_missing_what_a_figure_needs_are_warned_about_not_fatal(trained_run
     assert any("pgd_without_sweep has no eval.json" in w for w in warnings)
     assert any("no IAAT run" in w for w in warnings)
     assert (tmp_path / "out" / "pareto.png").exists()
-
-
-def test_frontier_gap_interpolates_the_fixed_radius_runs():
-    points = [(0.2, 0.9), (0.6, 0.5)]
-    assert figures.frontier_gap(points, 0.4, 0.8) == pytest.approx(0.1)  # above the line
-    assert figures.frontier_gap(points, 0.4, 0.6) == pytest.approx(-0.1)
-    assert figures.frontier_gap(points, 0.7, 0.55) == pytest.approx(0.05)  # beyond the robust end
-    # a collapsed run (dominated on both axes) does not pull the frontier down
-    assert figures.frontier_gap(points + [(0.3, 0.2)], 0.4, 0.8) == pytest.approx(0.1)
-    assert figures.pareto_front(points + [(0.3, 0.2)]) == points
 
 
 def test_missing_or_empty_run_directory_is_a_clear_error(tmp_path, capsys):

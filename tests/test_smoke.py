@@ -1,5 +1,6 @@
 """Fake-data smoke runs of the paper configs through the CLI, and the TensorFlow-free path."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,18 +45,19 @@ def run_main(*args, hide_tensorflow=False):
     )
 
 
-def test_fake_data_has_the_true_shapes_classes_and_ids():
-    config = load_config("imagenet")
-    config.batch_size = 4
-    source = fake_data.create_fake_source(config, process_index=1, process_count=2)
-    batch = next(source.train_epoch(0))
-    assert batch["image"].shape == (2, 224, 224, 3) and batch["image"].dtype == np.float32
-    assert np.all(batch["label"] < 1000) and source.num_train == 1_281_167
-    assert np.all((batch["id"] >= 1_281_167 // 2) & (batch["id"] < 1_281_167))
+def visited_ids(name: str, batch_size: int, steps: int) -> list[np.ndarray]:
+    """The ids of the first `steps` fake-data batches of configs/<name>.py, in order."""
+    config = load_config(name)
+    config.batch_size = batch_size
+    batches = fake_data.create_fake_source(config).train_epoch(0)
+    return [next(batches)["id"] for _ in range(steps)]
 
 
-@pytest.mark.parametrize("name, num_train", [("cifar10", 50_000), ("imagenet", 1_281_167)])
-def test_paper_config_smoke_runs_on_fake_data(name, num_train, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, num_train, method", [("cifar10", 50_000, "iaat"), ("imagenet", 1_281_167, "pgd")]
+)
+def test_paper_config_smoke_runs_on_fake_data(name, num_train, method, tmp_path):
     # the README's smoke command; PGD-1 attacks keep the test suite short
     result = run_main(
         f"--config=configs/{name}.py",
@@ -65,12 +67,28 @@ def test_paper_config_smoke_runs_on_fake_data(name, num_train, tmp_path):
         "--config.batch_size=8",
         "--config.attack_steps=1",
         "--config.eval_attack_steps=1",
+        "--config.log_every_steps=1",
+        f"--config.method={method}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "2").is_dir()
     table = np.load(tmp_path / "epsilon_table.npy")
     assert table.shape == (num_train,)
-    assert np.count_nonzero(table) <= 16  # only the 16 ids of the two steps were visited
-    assert (tmp_path / "checkpoints" / "2").is_dir()
+    steps = visited_ids(name, batch_size=8, steps=2)
+    untouched = np.ones(num_train, bool)
+    untouched[np.concatenate(steps)] = False
+    assert not table[untouched].any()  # only the 16 ids of the two steps were written
+    epsilon = load_config(name).epsilon
+    if method == "pgd":  # PGD-AT writes its fixed radius for every visited id
+        np.testing.assert_allclose(table[~untouched], epsilon)
+        return
+    # IAAT warm-up: epsilon where the step's clean check was right, else 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    clean = {r["step"]: r["train_clean_accuracy"] for r in records if "train_loss" in r}
+    for step, ids in enumerate(steps, start=1):
+        assert np.all(np.isclose(table[ids], 0) | np.isclose(table[ids], epsilon))
+        assert np.mean(table[ids] > 0) == pytest.approx(clean[step])
+    assert table.max() > 0  # this seed's run has correct examples, so the check can fail
 
 
 def test_fake_data_runs_without_tensorflow(tmp_path):

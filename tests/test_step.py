@@ -5,29 +5,40 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iaat_jax import models
+from iaat_jax import experiment, models, sharding
 from iaat_jax import step as step_lib
 
 B = 32
 
 
-def one_step(config, num_devices, epoch, eps_prev, seed=0):
-    mesh = step_lib.make_mesh(jax.devices()[:num_devices])
-    model = models.create_model("small_cnn", 10, bn_axis_name=step_lib.DATA_AXIS)
-    schedule = step_lib.learning_rate_schedule(config, 10)
-    state = step_lib.create_train_state(model, config, (28, 28, 1), jax.random.key(0), schedule)
+def fresh_state(config):
+    model = experiment.create_model(config, 10)
+    schedule = experiment.learning_rate_schedule(config, 10)
+    state = experiment.create_train_state(model, config, (28, 28, 1), jax.random.key(0), schedule)
+    return model, state
+
+
+def random_batch(seed=0):
     rng = np.random.default_rng(seed)
-    batch = {
+    return {
         "image": rng.random((B, 28, 28, 1), dtype=np.float32),
         "label": rng.integers(0, 10, B).astype(np.int32),
-        "id": rng.permutation(1000)[:B].astype(np.int32),
+        "id": rng.permutation(1000)[:B].astype(np.int64),
     }
+
+
+def one_step(config, num_devices, epoch, eps_prev, batch=None, state=None):
+    """One train step on `num_devices` devices; returns (new state, new radii, metrics)."""
+    mesh = sharding.make_mesh(jax.devices()[:num_devices])
+    model, fresh = fresh_state(config)
+    state = fresh if state is None else state
+    batch = random_batch() if batch is None else batch
     new_state, eps, metrics = step_lib.make_train_step(model, config, mesh)(
-        step_lib.replicate(state, mesh),
-        step_lib.shard_batch(batch, mesh),
-        step_lib.shard_batch({"eps": eps_prev}, mesh)["eps"],
-        step_lib.replicate(jax.random.key(1), mesh),
-        step_lib.replicate(np.int32(epoch), mesh),
+        sharding.replicate(state, mesh),
+        sharding.device_batch(batch, mesh),
+        sharding.shard_rows(eps_prev, mesh),
+        sharding.replicate(jax.random.key(1), mesh),
+        sharding.replicate(np.int32(epoch), mesh),
     )
     return new_state, np.asarray(eps), jax.device_get(metrics)
 
@@ -81,12 +92,27 @@ def test_iaat_warmup_radius_is_epsilon_or_zero_and_adaptation_moves_at_most_beta
     assert np.all((shrunk <= step + 1e-6) | np.isclose(adapted, (1 - fast_config.beta) * eps_prev))
 
 
-def test_batch_statistics_mode_also_trains_on_eight_devices(fast_config):
-    fast_config.attack_batchnorm = "batch"
-    eps_prev = np.full(B, 0.05, np.float32)
-    state_1, eps_1, _ = one_step(fast_config, 1, 5, eps_prev)
-    state_8, eps_8, _ = one_step(fast_config, 8, 5, eps_prev)
-    # reference BatchNorm couples examples through batch statistics, so PGD's sign steps may
-    # differ in the last bit between 1 and 8 devices; the radii are still updated identically
-    # up to the few examples whose probe outcome flips.
-    assert np.mean(np.isclose(eps_1, eps_8)) >= 0.9
+def test_attack_batchnorm_mode_decides_which_statistics_the_clean_check_uses(fast_config):
+    # running statistics far from any batch's: the two modes then classify differently
+    _, state = fresh_state(fast_config)
+    skewed = jax.tree.map(lambda x: x + 0.7, state.batch_stats)
+    state = state.replace(batch_stats=skewed)
+    batch = random_batch()
+    plain = models.create_model("small_cnn", 10)  # no mesh axis: statistics of this batch alone
+    variables = {"params": state.params, "batch_stats": skewed}
+    running = np.argmax(plain.apply(variables, batch["image"], train=False), -1)
+    in_batch = np.argmax(
+        plain.apply(variables, batch["image"], train=True, mutable=["batch_stats"])[0], -1
+    )
+    batch["label"] = running.astype(np.int32)  # every example correct under running statistics
+    expected = {"running": running == running, "batch": in_batch == running}
+    assert 0 < expected["batch"].sum() < B  # the modes disagree on some examples, not all
+    eps_prev = np.zeros(B, np.float32)
+    for mode in ("running", "batch"):
+        fast_config.attack_batchnorm = mode
+        _, warm, _ = one_step(fast_config, 1, 0, eps_prev, batch=batch, state=state)
+        # warm-up radius = epsilon where the clean check (in this mode) is correct, else 0
+        np.testing.assert_array_equal(warm > 0, expected[mode], err_msg=mode)
+    _, warm_8, _ = one_step(fast_config, 8, 0, eps_prev, batch=batch, state=state)
+    # 8 devices average the same global batch statistics (up to float rounding near ties)
+    assert np.mean((warm_8 > 0) == expected["batch"]) >= 0.9

@@ -12,6 +12,7 @@ from iaat_jax.models import MODELS
 METHODS = ("clean", "pgd", "iaat")
 LR_SCHEDULES = ("cosine", "piecewise", "constant")
 ATTACK_BATCHNORM = ("running", "batch")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
     _one_of("method", config.method, METHODS)
     _one_of("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     _one_of("attack_batchnorm", config.attack_batchnorm, ATTACK_BATCHNORM)
+    _one_of("optimizer", config.optimizer, OPTIMIZERS)
     if not 0.0 <= config.epsilon <= 1.0:
         raise ConfigError(
             f"config.epsilon={config.epsilon} is outside [0, 1]: pixels are in [0, 1], "
@@ -70,6 +72,15 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         ("lr_warmup_epochs", 0),
     ):
         _at_least(config, name, minimum)
+
+
+def check_batch_fits(config: ml_collections.ConfigDict, num_train: int, steps_per_epoch: int):
+    """Raise ConfigError if an epoch holds no full global batch."""
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} exceeds the {num_train} training examples: "
+            "use a smaller batch"
+        )
 
 
 def check_workdir(workdir: str) -> epath.Path:

@@ -1,0 +1,53 @@
+"""Where arrays live: a 1-D 'data' mesh over every device of every host, replicated state,
+batches sharded along their first axis, and this host's rows back from a sharded array."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from iaat_jax.datasets import Batch
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (of every host) with the single axis 'data'."""
+    devices = jax.devices() if devices is None else devices
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of `tree` (the same on every host) on every device of `mesh`, all hosts."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(leaf):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(leaf)))
+        value = np.asarray(jax.device_get(jnp.asarray(leaf)))  # JAX's dtypes (int -> int32)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, tree)
+
+
+def shard_rows(local_rows: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A global array sharded along axis 0, assembled from this host's rows [B_local, ...]."""
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(DATA_AXIS)), local_rows)
+
+
+def device_batch(batch: Batch, mesh: Mesh) -> dict[str, jax.Array]:
+    """The step's inputs from a host batch: image, label and id (int32 on device), sharded."""
+    return {
+        "image": shard_rows(batch["image"], mesh),
+        "label": shard_rows(batch["label"], mesh),
+        "id": shard_rows(np.asarray(batch["id"]).astype(np.int32), mesh),
+    }
+
+
+def local_rows(array: jax.Array) -> np.ndarray:
+    """This host's rows of a batch-sharded global array, in the order they were given."""
+    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    return np.concatenate([np.asarray(shard.data) for shard in shards])

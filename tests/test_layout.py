@@ -1,0 +1,107 @@
+"""The codebase's shape: imports point one way (no cycles), training never imports plotting,
+and every module of iaat_jax has a test file of its own."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+PACKAGE = REPO / "iaat_jax"
+
+
+def module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def internal_imports(path) -> set[str]:
+    """Every iaat_jax module `path` imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "iaat_jax"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {
+        name: {m for m in internal_imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path of module names, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node, path):
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target) :] + [target]
+            if target not in state and (cycle := visit(target, path + [target])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [node])):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycles_in_the_package():
+    graph = import_graph()
+    assert "iaat_jax.train" in graph and "iaat_jax.evaluate" in graph["iaat_jax.train"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("iaat_jax.evaluate", {"iaat_jax.train", "iaat_jax.main"}),  # the evaluator never trains
+        ("iaat_jax.attacks", {"iaat_jax.step", "iaat_jax.train", "iaat_jax.evaluate"}),
+        ("iaat_jax.epsilon", {"iaat_jax.step", "iaat_jax.train", "iaat_jax.evaluate"}),
+        ("iaat_jax.runs", {"iaat_jax.train", "iaat_jax.evaluate", "iaat_jax.main"}),
+    ],
+)
+def test_dependencies_point_down(module, forbidden):
+    graph = import_graph()
+    reachable, todo = set(), [module]
+    while todo:
+        for target in graph[todo.pop()] - reachable:
+            reachable.add(target)
+            todo.append(target)
+    assert not reachable & forbidden
+
+
+def test_training_and_evaluation_never_import_plotting():
+    code = (
+        "import sys, iaat_jax.main, iaat_jax.train, iaat_jax.evaluate; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' "
+        "or m in ('iaat_jax.figures', 'iaat_jax.report')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_module_has_its_own_test_file():
+    """tests/ mirrors iaat_jax/: test_<module>.py per module, test_<package>.py per subpackage."""
+    names = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    names |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    missing = sorted(n for n in names if not (REPO / "tests" / f"test_{n}.py").exists())
+    assert not missing, f"modules without tests/test_<name>.py: {missing}"

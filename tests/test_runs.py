@@ -1,0 +1,50 @@
+"""Reading a run directory: what training and evaluation left, and clear errors for the rest."""
+
+import json
+
+import numpy as np
+import pytest
+
+from iaat_jax.runs import ReportError, load_run
+
+
+def write_run(path, records, sweep=None, table=None):
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"method": "iaat", "epsilon": 0.3}))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if sweep is not None:
+        (path / "eval.json").write_text(json.dumps(sweep))
+    if table is not None:
+        np.save(path / "epsilon_table.npy", table)
+
+
+def test_a_run_reads_its_evaluations_sweep_and_table(tmp_path):
+    records = [
+        {"step": 10, "train_loss": 1.0},
+        {"step": 40, "clean_accuracy": 0.8, "robust_accuracy": 0.5},
+        {"step": 80, "clean_accuracy": 0.9, "robust_accuracy": 0.6},
+    ]
+    sweep = {"clean_accuracy": 0.91, "worst_case": [{"epsilon": 0.2, "robust_accuracy": 0.7}]}
+    write_run(tmp_path / "run", records, sweep, np.arange(4, dtype=np.float32))
+    run = load_run(str(tmp_path / "run"))
+    assert (run.name, run.method, run.train_epsilon) == ("run", "iaat", 0.3)
+    assert [r["step"] for r in run.epoch_evals] == [40, 80]
+    assert run.clean_accuracy() == 0.91  # the sweep's, when there is one
+    assert run.robust_accuracy(0.2) == 0.7 and run.robust_accuracy(0.3) == 0.6
+    assert run.robust_accuracy(0.1) is None
+    np.testing.assert_array_equal(run.table, np.arange(4))
+
+
+def test_without_a_sweep_the_last_epoch_speaks(tmp_path):
+    write_run(tmp_path / "run", [{"step": 40, "clean_accuracy": 0.8, "robust_accuracy": 0.5}])
+    run = load_run(str(tmp_path / "run"))
+    assert run.sweep is None and run.table is None
+    assert run.clean_accuracy() == 0.8 and run.robust_accuracy(0.3) == 0.5
+
+
+def test_a_directory_that_is_no_run_is_a_clear_error(tmp_path):
+    with pytest.raises(ReportError, match="does not exist"):
+        load_run(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="holds no training run"):
+        load_run(str(tmp_path / "empty"))
