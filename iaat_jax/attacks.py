@@ -68,8 +68,13 @@ def pgd_attack(
     step_size: jnp.ndarray,
     num_steps: int,
     keys: jax.Array,
+    unroll: bool = False,
 ) -> jnp.ndarray:
-    """PGD-`num_steps`: sign-gradient ascent on loss_fn from a random start, inside each ball."""
+    """PGD-`num_steps`: sign-gradient ascent on loss_fn from a random start, inside each ball.
+
+    `unroll` writes the steps out one after another instead of as an XLA while loop: 5-8x
+    faster on CPU (README "Performance"), at the price of a longer compile.
+    """
     images = images.astype(jnp.float32)
     step = _per_example(step_size, images)
     total_loss_grad = jax.grad(lambda x: loss_fn(x, labels).sum())
@@ -79,4 +84,4 @@ def pgd_attack(
         return project(adversarial + step * jnp.sign(gradient), images, epsilon)
 
     start = random_start(images, epsilon, keys)
-    return jax.lax.fori_loop(0, num_steps, ascend, start)
+    return jax.lax.fori_loop(0, num_steps, ascend, start, unroll=unroll)

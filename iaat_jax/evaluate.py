@@ -72,15 +72,22 @@ def _global_sum(values: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    state, model, mesh, batches: Iterable[dict], attack_list: list[Attack], key, num_batches=None
+    state,
+    model,
+    mesh,
+    batches: Iterable[dict],
+    attack_list: list[Attack],
+    key,
+    num_batches=None,
+    unroll: bool = False,
 ) -> dict:
     """Clean accuracy, each attack's robust accuracy and the per-radius worst case.
 
     `batches` are padded eval batches with a mask; each batch is attacked by every attack
-    before the next is read, so the data is read once.
+    before the next is read, so the data is read once. `unroll`: unrolled PGD loops.
     """
     eval_steps = {
-        (a.loss, a.steps): step_lib.make_eval_step(model, mesh, a.loss, a.steps)
+        (a.loss, a.steps): step_lib.make_eval_step(model, mesh, a.loss, a.steps, unroll)
         for a in attack_list
     }
     totals = np.zeros(2 + len(attack_list))  # examples, clean-correct, robust per attack
@@ -204,7 +211,9 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         data.num_eval,
     )
     key = sharding.replicate(jax.random.fold_in(base_key, 7), mesh)
-    results = measure(state, model, mesh, data.eval_batches(), attack_list, key, num_batches)
+    unroll = experiment.unroll_attacks(config)
+    batches = data.eval_batches()
+    results = measure(state, model, mesh, batches, attack_list, key, num_batches, unroll)
     if config.eval_corruptions:
         results["corruptions"] = corruption_accuracy(config, state, model, mesh, key)
     results.update(

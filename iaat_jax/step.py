@@ -15,16 +15,17 @@ averaged over the global batch (running statistics are still updated only by the
 """
 
 import functools
+import time
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from iaat_jax import attacks, epsilon
+from iaat_jax import attacks, epsilon, experiment
 from iaat_jax.experiment import TrainState
 from iaat_jax.sharding import DATA_AXIS
 
@@ -42,16 +43,15 @@ def _global_mean(values: jnp.ndarray, global_count) -> jnp.ndarray:
     return jax.lax.psum(values.astype(jnp.float32).sum(), DATA_AXIS) / global_count
 
 
-def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
-    """`step(state, batch, eps_prev, key, epoch) -> (state, eps, metrics)`, jitted over `mesh`.
-
-    batch: image [B, H, W, C] float32, label [B] int32, id [B] int32, sharded on 'data';
-    eps_prev [B] sharded the same way; key (the run's base key, into which the step number is
-    folded) and epoch replicated. State is donated.
-    """
+def _device_train_step(
+    model: nn.Module, config: ml_collections.ConfigDict, adapting: bool
+) -> Callable:
+    """The per-device step of config.method; for IAAT, its warm-up or (adapting) its
+    adaptation phase."""
     steps, step_min = config.attack_steps, config.attack_step_min
+    unroll = experiment.unroll_attacks(config)
 
-    def device_step(state: TrainState, batch: DeviceBatch, eps_prev, key, epoch):
+    def device_step(state: TrainState, batch: DeviceBatch, eps_prev, key):
         images, labels, ids = batch["image"], batch["label"], batch["id"]
         key = jax.random.fold_in(key, state.step)  # a fresh key per step, replayable on resume
         global_batch = images.shape[0] * jax.lax.axis_size(DATA_AXIS)
@@ -61,35 +61,30 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: M
                 return model.apply(state.variables, x, train=False)
             return model.apply(state.variables, x, train=True, mutable=["batch_stats"])[0]
 
-        def correct(x):
-            return _correct(logits_fn, x, labels)
-
-        def attack(radius, stream):
+        def attacked(radius, stream):  # PGD-k at radius [B] from the stream's per-example noise
             size = attacks.pgd_step_size(radius, steps, step_min)
             loss_fn = lambda x, y: attacks.cross_entropy(logits_fn(x), y)
             keys = attacks.example_keys(key, stream, ids)
-            return attacks.pgd_attack(loss_fn, images, labels, radius, size, steps, keys)
+            return attacks.pgd_attack(loss_fn, images, labels, radius, size, steps, keys, unroll)
 
-        clean_correct = correct(images)
+        clean_correct = _correct(logits_fn, images, labels)
         if config.method == "clean":
             radius = eps_prev
         elif config.method == "pgd":
             radius = jnp.full_like(eps_prev, config.epsilon)
+        elif not adapting:
+            radius = epsilon.warmup_radius(clean_correct, config.epsilon)
         else:
-            radius = jax.lax.cond(
-                epoch < config.warmup_epochs,
-                lambda: epsilon.warmup_radius(clean_correct, config.epsilon),
-                lambda: epsilon.adapted_radius(
-                    eps_prev,
-                    clean_correct,
-                    correct(attack(eps_prev, _PROBE_PREV)),
-                    correct(attack(eps_prev + config.gamma, _PROBE_HIGH)),
-                    gamma=config.gamma,
-                    beta=config.beta,
-                    eps_max=config.epsilon_max,
-                ),
+            radius = epsilon.adapted_radius(
+                eps_prev,
+                clean_correct,
+                _correct(logits_fn, attacked(eps_prev, _PROBE_PREV), labels),
+                _correct(logits_fn, attacked(eps_prev + config.gamma, _PROBE_HIGH), labels),
+                gamma=config.gamma,
+                beta=config.beta,
+                eps_max=config.epsilon_max,
             )
-        inputs = images if config.method == "clean" else attack(radius, _TRAIN_ATTACK)
+        inputs = images if config.method == "clean" else attacked(radius, _TRAIN_ATTACK)
 
         def training_loss(params):
             logits, updates = model.apply(
@@ -112,17 +107,76 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, mesh: M
         }
         return new_state, radius, metrics
 
-    sharded = jax.shard_map(
-        device_step,
-        mesh=mesh,
-        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
-        out_specs=(P(), P(DATA_AXIS), P()),
-    )
-    return jax.jit(sharded, donate_argnums=(0,))
+    return device_step
+
+
+class TrainStep:
+    """`step(state, batch, eps_prev, key, epoch) -> (state, eps, metrics)`, jitted over a mesh.
+
+    batch: image [B, H, W, C] float32, label [B] int32, id [B] int32, sharded on 'data';
+    eps_prev [B] sharded the same way; key (the run's base key, into which the step number is
+    folded) replicated; epoch a Python int. State and eps_prev are donated.
+
+    IAAT has two programs, warm-up and adaptation, chosen on the host by the epoch: a lax.cond
+    between them ran the attacks inside it 3.7x slower on CPU (README "Performance"). The first
+    call compiles every program that `epochs` will need, so the end of warm-up never waits for a
+    compiler.
+    """
+
+    def __init__(
+        self, model: nn.Module, config: ml_collections.ConfigDict, mesh: Mesh, epochs=None
+    ):
+        self.warmup_epochs = config.warmup_epochs if config.method == "iaat" else 0
+        replicated, by_row = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+        epochs = (0, self.warmup_epochs) if epochs is None else epochs  # None: every program
+        self.jitted = {}
+        for adapting in sorted({self.adapting(epoch) for epoch in epochs}):
+            sharded = jax.shard_map(
+                _device_train_step(model, config, adapting),
+                mesh=mesh,
+                in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P()),
+                out_specs=(P(), P(DATA_AXIS), P()),
+            )
+            # out_shardings as `replicate` and `shard_rows` place the inputs: P() and not
+            # shard_map's equivalent P(None, ...), which the jit cache would take for new input
+            # types and compile again for at the second step
+            self.jitted[adapting] = jax.jit(
+                sharded, donate_argnums=(0, 2), out_shardings=(replicated, by_row, replicated)
+            )
+        self.compiled: dict[bool, Callable] = {}
+
+    def adapting(self, epoch: int) -> bool:
+        """Whether `epoch` runs the IAAT adaptation program (False: warm-up, PGD or clean)."""
+        return epoch >= self.warmup_epochs
+
+    def compile(self, state, batch, eps_prev, key) -> float:
+        """Compile every program ahead of its first use; returns the seconds it took."""
+        started = time.perf_counter()
+        for adapting, jitted in self.jitted.items():
+            if adapting not in self.compiled:
+                self.compiled[adapting] = jitted.lower(state, batch, eps_prev, key).compile()
+        return time.perf_counter() - started
+
+    def __call__(self, state, batch, eps_prev, key, epoch: int):
+        if not self.compiled:
+            self.compile(state, batch, eps_prev, key)
+        program = self.compiled.get(self.adapting(epoch))
+        if program is None:
+            raise ValueError(f"epoch {epoch} is outside the epochs this step was built for")
+        return program(state, batch, eps_prev, key)
+
+
+def make_train_step(
+    model: nn.Module, config: ml_collections.ConfigDict, mesh: Mesh, epochs=None
+) -> TrainStep:
+    """The train step of `config` for `epochs` (None: every epoch; see TrainStep)."""
+    return TrainStep(model, config, mesh, epochs)
 
 
 @functools.cache  # one compiled program per (model, mesh, loss, steps): every epoch reuses it
-def make_eval_step(model: nn.Module, mesh: Mesh, loss: str, num_steps: int) -> Callable:
+def make_eval_step(
+    model: nn.Module, mesh: Mesh, loss: str, num_steps: int, unroll: bool = False
+) -> Callable:
     """`eval_step(state, batch, radius, step_size, key) -> {clean, robust}` flags [B].
 
     PGD-`num_steps` on the `loss` (a key of attacks.ATTACK_LOSSES) at a radius and step size per
@@ -142,6 +196,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, loss: str, num_steps: int) -> C
             step_size,
             num_steps,
             attacks.example_keys(key, _EVAL_ATTACK, batch["id"]),
+            unroll,
         )
         return {
             "clean": _correct(logits_fn, images, labels).astype(jnp.float32),

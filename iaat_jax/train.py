@@ -6,7 +6,6 @@ jitted data-parallel step -> new eps -> scatter by id. Importable from Colab and
 
 import dataclasses
 import time
-from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -22,6 +21,7 @@ from iaat_jax.checkpoint import Checkpointer
 from iaat_jax.datasets import HostInput, host_range
 from iaat_jax.epsilon import EpsilonTable
 from iaat_jax.experiment import TrainState
+from iaat_jax.table_feed import TableFeed
 
 
 def merged_table(table: EpsilonTable, num_train: int) -> np.ndarray:
@@ -51,26 +51,26 @@ class TrainingRun:
     log: metrics_log.MetricsLog
     first_step: int
     total_steps: int
-    train_step: Callable = dataclasses.field(init=False)
-    key: jax.Array = dataclasses.field(init=False)  # base key, replicated: the step folds in
+    feed: TableFeed = dataclasses.field(init=False)
     eval_key: jax.Array = dataclasses.field(init=False)
     progress: metrics_log.Progress = dataclasses.field(init=False)
 
     def __post_init__(self):
-        self.train_step = step_lib.make_train_step(self.parts.model, self.config, self.mesh)
+        steps_per_epoch = self.data.steps_per_epoch
+        epochs = range(self.first_step // steps_per_epoch, self.total_steps // steps_per_epoch + 1)
+        train_step = step_lib.make_train_step(self.parts.model, self.config, self.mesh, epochs)
+        key = sharding.replicate(self.base_key, self.mesh)  # the step folds its number in
+        self.feed = TableFeed(train_step, self.table, self.mesh, key)
         self.progress = metrics_log.Progress(self.first_step, self.total_steps)
-        self.key = sharding.replicate(self.base_key, self.mesh)
         self.eval_key = sharding.replicate(jax.random.fold_in(self.base_key, 2**31 - 1), self.mesh)
 
     def train_epoch(self, state: TrainState, epoch: int, first_step: int, last_step: int):
         """Steps [first_step, last_step) of `epoch`, replaying the epoch's order to `first_step`.
 
-        The new radii of step t are scattered before step t + 1 gathers, so an id seen twice in
-        a row (at an epoch boundary) reads its latest radius. Returns (state, next step).
+        The feed dispatches step t + 1 before it writes back the radii of step t (table_feed).
+        Returns (state, next step), with every radius of the epoch in the table.
         """
         steps_per_epoch = self.data.steps_per_epoch
-        epoch_array = sharding.replicate(np.int32(epoch), self.mesh)
-        pending = None  # (ids, new eps) of the step in flight: scattered once the next is read
         step = first_step
         for index, batch in enumerate(self.data.train_epoch(epoch)):
             step = epoch * steps_per_epoch + index
@@ -78,16 +78,9 @@ class TrainingRun:
                 continue
             if step >= last_step:
                 break
-            if pending is not None:
-                self.table.scatter(pending[0], sharding.local_rows(pending[1]))
-            eps_prev = sharding.shard_rows(self.table.gather(batch["id"]), self.mesh)
-            state, new_eps, metrics = self.train_step(
-                state, sharding.device_batch(batch, self.mesh), eps_prev, self.key, epoch_array
-            )
-            pending = (batch["id"], new_eps)
+            state, metrics = self.feed.step(state, batch, epoch)
             self.log_train_step(step + 1, metrics)
-        if pending is not None:
-            self.table.scatter(pending[0], sharding.local_rows(pending[1]))
+        self.feed.flush()
         return state, min(step + 1, last_step)
 
     def log_train_step(self, step_done: int, metrics: dict) -> None:
@@ -123,6 +116,7 @@ class TrainingRun:
             self.data.eval_batches(),
             [evaluate.per_epoch_attack(config)],
             self.eval_key,
+            unroll=experiment.unroll_attacks(config),
         )
         table = EpsilonTable(num_train, merged_table(self.table, num_train))
         record = {

@@ -80,3 +80,15 @@ def test_random_start_of_an_example_does_not_depend_on_its_batch():
 def test_step_size_rule(eps, steps, step_min, expected):
     size = attacks.pgd_step_size(jnp.float32([eps]), steps, step_min)
     assert float(size[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_unrolled_attack_computes_what_the_loop_computes():
+    loss_fn, images, labels = linear_problem()
+    radius = jnp.linspace(0.0, 0.3, B)
+    size = attacks.pgd_step_size(radius, 5, 0.01)
+    keys = example_keys(jax.random.key(0), 0, jnp.arange(B))
+    run = jax.jit(attacks.pgd_attack, static_argnums=(0, 5, 7))
+    looped = run(loss_fn, images, labels, radius, size, 5, keys, False)
+    unrolled = run(loss_fn, images, labels, radius, size, 5, keys, True)
+    np.testing.assert_allclose(np.asarray(unrolled), np.asarray(looped), atol=1e-6)
+    assert float(jnp.abs(looped - images).max()) > 0.1  # the attack moved the inputs

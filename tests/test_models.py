@@ -31,6 +31,7 @@ def authors_wrn_count(depth: int, width: int, classes: int, channels: int = 3) -
     [
         ("small_cnn", (28, 28, 1), 10, 107_066),
         ("wrn32_10_iaat", (32, 32, 3), 10, 46_090_730),  # authors' WRN-32-10, this head
+        ("wrn8_1_iaat", (32, 32, 3), 10, authors_wrn_count(8, 1, 10)),  # its CPU benchmark size
         ("wrn34_10", (32, 32, 3), 10, 46_160_474),  # WRN-34-10 as in Madry et al., TRADES
         ("resnet50", (224, 224, 3), 1000, 25_557_032),  # torchvision's ResNet-50
     ],

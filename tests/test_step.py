@@ -38,7 +38,7 @@ def one_step(config, num_devices, epoch, eps_prev, batch=None, state=None):
         sharding.device_batch(batch, mesh),
         sharding.shard_rows(eps_prev, mesh),
         sharding.replicate(jax.random.key(1), mesh),
-        sharding.replicate(np.int32(epoch), mesh),
+        epoch,
     )
     return new_state, np.asarray(eps), jax.device_get(metrics)
 
@@ -116,3 +116,28 @@ def test_attack_batchnorm_mode_decides_which_statistics_the_clean_check_uses(fas
     _, warm_8, _ = one_step(fast_config, 8, 0, eps_prev, batch=batch, state=state)
     # 8 devices average the same global batch statistics (up to float rounding near ties)
     assert np.mean((warm_8 > 0) == expected["batch"]) >= 0.9
+
+
+def test_both_iaat_programs_compile_at_the_first_step_and_serve_every_later_one(fast_config):
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    model, state = fresh_state(fast_config)
+    warmup = fast_config.warmup_epochs
+    train_step = step_lib.make_train_step(model, fast_config, mesh, epochs=range(warmup + 4))
+    state = sharding.replicate(state, mesh)
+    batch = sharding.device_batch(random_batch(), mesh)
+    key = sharding.replicate(jax.random.key(1), mesh)
+    radii, programs = [], None
+    for epoch in (0, 0, warmup, warmup + 3):
+        eps_prev = sharding.shard_rows(np.full(B, 0.1, np.float32), mesh)
+        # a compiled program refuses (raises) inputs of another type or placement instead of
+        # compiling again, so every step below runs one of the two programs built at the first
+        state, eps, _ = train_step(state, batch, eps_prev, key, epoch)
+        programs = programs or dict(train_step.compiled)
+        assert set(programs) == {False, True} and train_step.compiled == programs
+        radii.append(np.asarray(eps))
+    assert all(jitted._cache_size() == 0 for jitted in train_step.jitted.values())
+    assert np.all(np.isclose(radii[1], 0) | np.isclose(radii[1], fast_config.epsilon))  # warm-up
+    # adaptation: a move of at most beta * gamma, or the decay of a misclassified example
+    moved = np.abs(radii[2] - 0.1) <= fast_config.beta * fast_config.gamma + 1e-6
+    assert np.all(moved | np.isclose(radii[2], (1 - fast_config.beta) * 0.1))
+    assert not np.allclose(radii[2], radii[1])

@@ -1,0 +1,188 @@
+"""Train-step speed: python -m iaat_jax.benchmark --config=CFG [--config.NAME=VALUE ...].
+
+For each method (clean, pgd, iaat after warm-up) it compiles the train step for the config's
+model, shapes and batch on fake data, runs warm-up steps, then times `--steps` steps through the
+training loop's own TableFeed (gather by id, step, scatter by id) and prints one JSON line:
+method, model, global batch, device kind and count, compile seconds, seconds per step, images per
+second, the host's share of a step (gather, transfer, scatter), the analytic FLOPs per step (XLA
+cost analysis of the unrolled step, all devices) and, on GPU or TPU, the model FLOP utilisation.
+"""
+
+import json
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from iaat_jax import config_checks, experiment, fake_data, sharding
+from iaat_jax import step as step_lib
+from iaat_jax.epsilon import EpsilonTable
+from iaat_jax.table_feed import TableFeed
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config; --config.NAME=VALUE overrides.")
+flags.DEFINE_list("methods", ["clean", "pgd", "iaat"], "Methods to time, in order.")
+flags.DEFINE_integer("steps", 10, "Timed steps per method.")
+flags.DEFINE_integer("warmup_steps", 2, "Untimed steps after compiling.")
+flags.DEFINE_bool(
+    "flops_only",
+    False,
+    "Only lower each step (no compile, no run): FLOPs per step and the host table's own "
+    "gather + scatter time, e.g. for an ImageNet-sized table on a machine without an accelerator.",
+)
+flags.mark_flags_as_required(["config"])
+
+# Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets (by device_kind substring).
+PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "V100": 125e12,
+    "TPU v6": 918e12,
+    "TPU v5p": 459e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v4": 275e12,
+    "TPU v3": 123e12,
+    "TPU v2": 46e12,
+}
+
+
+def peak_flops(device: jax.Device) -> float | None:
+    """The chip's bf16 peak in FLOP/s, or None where unknown (and on CPU)."""
+    if device.platform == "cpu":
+        return None
+    return next((peak for kind, peak in PEAK_FLOPS.items() if kind in device.device_kind), None)
+
+
+def step_flops(
+    model, config: ml_collections.ConfigDict, mesh, args: tuple, epoch: int = 0
+) -> float:
+    """FLOPs of one train step on all devices: XLA's count for the step with unrolled attacks.
+
+    A while loop's body is counted once whatever its trip count, so the count is taken from
+    the unrolled program, which is lowered (not compiled) for the purpose.
+    """
+    unrolled = config.copy_and_resolve_references()
+    with unrolled.unlocked():
+        unrolled.attack_unroll = True
+    train_step = step_lib.make_train_step(model, unrolled, mesh, epochs=(epoch,))
+    lowered = train_step.jitted[train_step.adapting(epoch)].lower(*args)
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost["flops"]) * mesh.size
+
+
+def table_seconds_per_step(num_train: int, batch_size: int, repeats: int = 50) -> float:
+    """Host seconds of one step's table work (gather and scatter of a batch of random ids)."""
+    table = EpsilonTable(num_train)
+    rng = np.random.default_rng(0)
+    ids = [rng.choice(num_train, batch_size, replace=False) for _ in range(repeats)]
+    started = time.perf_counter()
+    for batch_ids in ids:
+        table.scatter(batch_ids, table.gather(batch_ids) + 1.0)
+    return (time.perf_counter() - started) / repeats
+
+
+def _method_config(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    method_config = config.copy_and_resolve_references()
+    with method_config.unlocked():
+        method_config.method = method
+        method_config.fake_data = True
+    return method_config
+
+
+def benchmark_method(
+    config: ml_collections.ConfigDict,
+    method: str,
+    steps: int,
+    warmup_steps: int,
+    flops_only: bool = False,
+) -> dict:
+    """Compile, warm up and time `steps` train steps of `method`; one result record.
+
+    flops_only: lower the step without compiling or running it; FLOPs and table time only.
+    """
+    config = _method_config(config, method)
+    data = fake_data.create_fake_source(config, jax.process_index(), jax.process_count())
+    mesh = sharding.make_mesh()
+    parts = experiment.create_experiment(config, data, mesh)
+    epoch = config.warmup_epochs if method == "iaat" else 0  # IAAT: after its warm-up
+    key = sharding.replicate(parts.base_key, mesh)
+    num_batches = 1 if flops_only else 4
+    batches = [batch for _, batch in zip(range(num_batches), data.train_epoch(0), strict=False)]
+    table = EpsilonTable(data.num_train, np.full(data.num_train, config.epsilon, np.float32))
+    args = (
+        parts.state,
+        sharding.device_batch(batches[0], mesh),
+        sharding.shard_rows(table.gather(batches[0]["id"]), mesh),
+        key,
+    )
+    device = jax.devices()[0]
+    record = {
+        "method": method,
+        "model": config.model,
+        "dataset": config.dataset,
+        "global_batch": config.batch_size,
+        "attack_steps": config.attack_steps,
+        "attack_unroll": experiment.unroll_attacks(config),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "flops_per_step": step_flops(parts.model, config, mesh, args, epoch),
+    }
+    if flops_only:
+        return {
+            **record,
+            "table_size": data.num_train,
+            "table_seconds_per_step": table_seconds_per_step(data.num_train, config.batch_size),
+        }
+    train_step = step_lib.make_train_step(parts.model, config, mesh, epochs=(epoch,))
+    compile_seconds = train_step.compile(*args)
+
+    feed, state = TableFeed(train_step, table, mesh, key), parts.state
+    for index in range(warmup_steps):
+        state, _ = feed.step(state, batches[index % len(batches)], epoch)
+    feed.flush()
+    jax.block_until_ready(state)
+    feed.host_seconds = dict.fromkeys(feed.host_seconds, 0.0)
+    started = time.perf_counter()
+    for index in range(steps):
+        state, _ = feed.step(state, batches[index % len(batches)], epoch)
+    feed.flush()
+    jax.block_until_ready(state)
+    seconds = (time.perf_counter() - started) / steps
+
+    peak = peak_flops(device)
+    host = {name: value / steps for name, value in feed.host_seconds.items()}
+    return {
+        **record,
+        "compile_seconds": round(compile_seconds, 3),
+        "seconds_per_step": seconds,
+        "images_per_second": config.batch_size / seconds,
+        "host_fraction": sum(host.values()) / seconds,
+        "host_seconds_per_step": host,
+        "mfu": record["flops_per_step"] / seconds / (peak * jax.device_count()) if peak else None,
+    }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = FLAGS.config
+    try:
+        for method in FLAGS.methods:
+            config_checks.validate_config(_method_config(config, method), jax.device_count())
+    except config_checks.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    for method in FLAGS.methods:
+        record = benchmark_method(config, method, FLAGS.steps, FLAGS.warmup_steps, FLAGS.flops_only)
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,120 @@
+"""The benchmark: one JSON record per method with the promised fields, and FLOPs that count
+every unrolled attack step."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, load_config
+
+from iaat_jax import benchmark, experiment, sharding
+
+FIELDS = {
+    "method": str,
+    "model": str,
+    "global_batch": int,
+    "device_kind": str,
+    "device_count": int,
+    "compile_seconds": float,
+    "seconds_per_step": float,
+    "images_per_second": float,
+    "host_fraction": float,
+    "host_seconds_per_step": dict,
+    "flops_per_step": float,
+}
+
+
+def tiny_config():
+    config = load_config()
+    config.update(batch_size=16, attack_steps=1, fake_data=True, warmup_epochs=1)
+    return config
+
+
+def run_benchmark(*args):
+    """python -m iaat_jax.benchmark ARGS with one CPU device."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run(
+        [sys.executable, "-m", "iaat_jax.benchmark", "--config=configs/default.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_a_record_per_method_with_every_field():
+    result = run_benchmark(
+        "--config.batch_size=16",
+        "--config.attack_steps=1",
+        "--methods=clean,iaat",
+        "--steps=2",
+        "--warmup_steps=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["method"] for r in records] == ["clean", "iaat"]
+    for record in records:
+        for name, kind in FIELDS.items():
+            assert isinstance(record[name], kind), name
+        assert record["device_count"] == 1 and record["global_batch"] == 16
+        assert record["images_per_second"] == pytest.approx(16 / record["seconds_per_step"])
+        assert 0 < record["host_fraction"] < 1 and record["mfu"] is None  # CPU: no peak
+        assert set(record["host_seconds_per_step"]) == {"gather", "transfer", "scatter"}
+    # IAAT after warm-up runs three attacks and PGD none: many times the clean step's FLOPs
+    assert records[1]["flops_per_step"] > 3 * records[0]["flops_per_step"]
+
+
+def test_bad_input_is_one_line_and_exit_2():
+    result = run_benchmark("--methods=pgd,trades")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown method 'trades'")
+
+
+class Linear(nn.Module):
+    """Logits = flattened image @ W: the FLOPs of a pass are 2 * B * D * C, exactly."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, images, train: bool):
+        del train
+        flat = images.reshape(images.shape[0], -1)
+        return nn.Dense(self.num_classes, use_bias=False)(flat)
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_flops_count_every_attack_step_on_a_linear_model(num_devices):
+    config = tiny_config()
+    config.method = "pgd"
+    batch, pixels, classes = 16, 28 * 28, 1000
+    model = Linear(classes)
+    mesh = sharding.make_mesh(jax.devices()[:num_devices])
+    schedule = experiment.learning_rate_schedule(config, 10)
+    state = experiment.create_train_state(model, config, (28, 28, 1), jax.random.key(0), schedule)
+    rng = np.random.default_rng(0)
+    host_batch = {
+        "image": rng.random((batch, 28, 28, 1), dtype=np.float32),
+        "label": rng.integers(0, classes, batch).astype(np.int32),
+        "id": np.arange(batch),
+    }
+    args = (
+        sharding.replicate(state, mesh),
+        sharding.device_batch(host_batch, mesh),
+        sharding.shard_rows(np.full(batch, 0.1, np.float32), mesh),
+        sharding.replicate(jax.random.key(1), mesh),
+    )
+    flops = {}
+    for steps in (1, 3):
+        config.attack_steps = steps
+        flops[steps] = benchmark.step_flops(model, config, mesh, args)
+    # one PGD step: a forward pass and the gradient with respect to the input, 2 * 2 * B * D * C,
+    # plus elementwise work (softmax, sign, projection) of well under 1% at these sizes
+    per_step = (flops[3] - flops[1]) / 2
+    matmuls = 4 * batch * pixels * classes
+    assert matmuls <= per_step <= 1.01 * matmuls
