@@ -62,4 +62,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 10  # train metrics to console / TensorBoard / metrics.jsonl
     config.tracked_ids = (0, 1, 2, 3, 4, 5, 6, 7)  # example ids whose radius is logged each epoch
     config.checkpoints_to_keep = 2  # newest checkpoints kept in <workdir>/checkpoints
+    config.checkpoint_every_steps = 0  # also save every N steps (0: at epoch ends only)
     return config

@@ -45,5 +45,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.lr_warmup_epochs = 2
     config.lr_schedule = "cosine"
     config.log_every_steps = 100
+    config.checkpoint_every_steps = 250  # an epoch is 1,251 steps: lose at most ~20 min to a kill
     config.tracked_ids = (0, 1, 2, 3, 4, 5, 6, 7)
     return config

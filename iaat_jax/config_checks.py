@@ -1,11 +1,13 @@
 """Checks of a config and a workdir before anything runs: one clear line per problem."""
 
+import math
 import os
 import uuid
 
 import ml_collections
 from etils import epath
 
+from iaat_jax import files
 from iaat_jax.datasets import DATASETS
 from iaat_jax.models import MODELS
 
@@ -32,8 +34,17 @@ def _at_least(config: ml_collections.ConfigDict, name: str, minimum) -> None:
         raise ConfigError(f"config.{name}={config[name]} must be >= {minimum}")
 
 
+def _finite_numbers(config: ml_collections.ConfigDict) -> None:
+    """Every number of the config (also inside tuples) is finite."""
+    for name, value in config.items():
+        for number in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(f"config.{name}={value} is not a finite number: give one")
+
+
 def validate_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     """Raise ConfigError for the first field that cannot work on `device_count` devices."""
+    _finite_numbers(config)
     _one_of("dataset", config.dataset, sorted(DATASETS))
     _one_of("model", config.model, sorted(MODELS))
     _one_of("method", config.method, METHODS)
@@ -70,8 +81,17 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         ("learning_rate", 0.0),
         ("log_every_steps", 1),
         ("lr_warmup_epochs", 0),
+        ("checkpoint_every_steps", 0),
+        ("checkpoints_to_keep", 1),
     ):
         _at_least(config, name, minimum)
+    if config.method == "iaat" and config.warmup_epochs > config.num_epochs:
+        raise ConfigError(
+            f"config.warmup_epochs={config.warmup_epochs} exceeds "
+            f"config.num_epochs={config.num_epochs}: use fewer warm-up epochs or more epochs"
+        )
+    if config.epsilon_max is not None and config.epsilon_max < 0:
+        raise ConfigError(f"config.epsilon_max={config.epsilon_max} must be >= 0 (or unset)")
 
 
 def check_batch_fits(config: ml_collections.ConfigDict, num_train: int, steps_per_epoch: int):
@@ -89,12 +109,12 @@ def check_workdir(workdir: str) -> epath.Path:
     Raises ConfigError if it is not writable. Local paths are made absolute (orbax needs it);
     URLs such as gs://bucket/run are kept.
     """
-    path = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
-    probe = path / f".write_probe_{uuid.uuid4().hex}"
+    path = epath.Path(workdir if files.is_url(workdir) else os.path.abspath(workdir))
+    probe = files.join(workdir, f".write_probe_{uuid.uuid4().hex}")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
+        files.makedirs(workdir)
+        files.write_text(probe, "ok")
+        files.remove(probe)
     except OSError as error:
         raise ConfigError(
             f"workdir {workdir} is not writable ({error.strerror or error}): "

@@ -10,10 +10,10 @@ eps_prev from the table and probes at eps_prev and eps_prev + gamma:
     eps     = beta * eps_new + (1 - beta) * eps_prev   (then min(eps, eps_max) if a cap is set)
 """
 
-import os
-
 import jax.numpy as jnp
 import numpy as np
+
+from iaat_jax import files
 
 
 def warmup_radius(clean_correct: jnp.ndarray, eps_warmup: float) -> jnp.ndarray:
@@ -83,7 +83,5 @@ class EpsilonTable:
         return stats
 
     def save_npy(self, path: str) -> None:
-        """Export as float32 [N_train] .npy, index = example id; written atomically."""
-        tmp = f"{path}.tmp.npy"
-        np.save(tmp, self.values)
-        os.replace(tmp, path)
+        """Export as float32 [N_train] .npy, index = example id; atomic, local or gs://."""
+        files.save_npy(path, self.values)

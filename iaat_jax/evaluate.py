@@ -7,6 +7,7 @@ restores a run's latest checkpoint and writes `<workdir>/eval.json` and TensorBo
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Iterable
 
@@ -17,8 +18,9 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from iaat_jax import attacks, config_checks, experiment, metrics_log, sharding
+from iaat_jax import attacks, config_checks, experiment, files, metrics_log, sharding
 from iaat_jax import step as step_lib
+from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import Checkpointer
 
 
@@ -178,24 +180,28 @@ def corruption_accuracy(config: ml_collections.ConfigDict, state, model, mesh, k
 
 
 def restore_latest(workdir: epath.Path, state_template, num_train: int):
-    """(restored state, its step) from the newest checkpoint; ConfigError if there is none."""
+    """(restored state, its step) from the newest readable checkpoint; ConfigError if none."""
     checkpoints = Checkpointer(workdir, max_to_keep=None)
     try:
-        if checkpoints.latest_step() is None:
-            raise config_checks.ConfigError(
-                f"no checkpoint in {workdir}/checkpoints: train first with "
-                f"`python -m iaat_jax.main --config=... --workdir={workdir}`"
-            )
-        state, _, _, _ = checkpoints.restore(state_template, num_train)
+        restored = checkpoints.restore_newest(state_template, num_train)
     finally:
         checkpoints.close()
-    return state, int(state.step)
+    if restored is None:
+        raise config_checks.ConfigError(
+            f"no checkpoint in {workdir}/checkpoints: train first with "
+            f"`python -m iaat_jax.main --config=... --workdir={workdir}`"
+        )
+    return restored[0], int(restored[0].step)
 
 
 def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Restore the run in `workdir`, run the configured sweep, write eval.json; return it."""
     config_checks.validate_config(config, jax.device_count())
-    path = epath.Path(workdir)
+    path = epath.Path(workdir if files.is_url(workdir) else os.path.abspath(workdir))
+    if not workdir_lib.check_same_run(config, workdir):
+        raise config_checks.ConfigError(
+            f"{workdir} holds no training run (no config.json): pass the --workdir of a run"
+        )
     data = experiment.data_source(config)
     mesh = sharding.make_mesh()
     run = experiment.create_experiment(config, data, mesh)
@@ -224,7 +230,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         train_epsilon=config.epsilon,
     )
     if jax.process_index() == 0:
-        (path / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        files.write_text(files.join(workdir, "eval.json"), json.dumps(results, indent=2) + "\n")
         scalars = {"eval/clean_accuracy": results["clean_accuracy"]}
         for row in results["worst_case"]:
             scalars[f"eval/robust_accuracy_eps_{row['epsilon']:.4f}"] = row["robust_accuracy"]

@@ -12,7 +12,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from iaat_jax import evaluate, train
+from iaat_jax.checkpoint import CheckpointError
 from iaat_jax.config_checks import ConfigError
+from iaat_jax.stop import NonFiniteError, TrainingStopped
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the epsilon table.")
@@ -67,10 +69,36 @@ def main(argv: list[str]) -> None:
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         else:
             evaluate.evaluate_run(FLAGS.config, FLAGS.workdir)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except ConfigError as error:  # the user's input: nothing was written
+        _fail(error, 2)
+    except TrainingStopped as stopped:
+        print(stopped, file=sys.stderr)
+        sys.exit(0)
+    except (NonFiniteError, CheckpointError) as error:  # the run's: the last checkpoint is intact
+        _fail(error, 1)
+
+
+def _fail(error: BaseException, status: int) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(status)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a missing or broken config file, an unknown field or a value
+    of the wrong type turned into one line and exit status 2 instead of a traceback."""
+    try:
+        remaining = FLAGS(argv)
+        FLAGS.config.to_dict()  # a config file that failed to load raises on first use
+        return remaining
+    except flags.Error as error:
+        _fail(f"{error} (python -m iaat_jax.main --helpfull lists the flags)", 2)
+    except Exception as error:  # raised while loading --config=FILE: a missing or broken file
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(error).__name__  # the last line names the cause
+        if isinstance(error, AttributeError | KeyError):
+            reason = f"unknown config field {reason}: see the fields of the config file"
+        _fail(f"the config could not be loaded: {reason}", 2)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -5,24 +5,41 @@ import time
 
 import numpy as np
 from absl import logging
-from etils import epath
+
+from iaat_jax import files
 
 
 class MetricsLog:
-    """Writes each record to TensorBoard (numbers only) and as one JSON line (primary host)."""
+    """Records to TensorBoard (numbers only, at once) and to metrics.jsonl (primary host).
 
-    def __init__(self, workdir: epath.Path, is_primary: bool):
+    metrics.jsonl is rewritten atomically at `commit`, which the loop calls once a checkpoint is
+    safely saved: the file never claims a step that a rerun would not resume from.
+    """
+
+    def __init__(self, workdir, is_primary: bool):
         self._writer = _tensorboard_writer(workdir, is_primary)
-        self._path = epath.Path(workdir) / "metrics.jsonl"
+        self._path = files.join(workdir, "metrics.jsonl")
         self._is_primary = is_primary
+        self._lines: list[str] = []  # committed: what the file holds
+        self._pending: list[str] = []
 
     def drop_after(self, step: int) -> None:
-        """On resume, forget records past the restored step (they will be written again)."""
-        if not (self._is_primary and self._path.exists()):
+        """On resume: keep the records up to the restored step; a damaged line is dropped."""
+        if not (self._is_primary and files.exists(self._path)):
             return
-        lines = self._path.read_text().splitlines()
-        kept = [line for line in lines if line and json.loads(line)["step"] <= step]
-        self._path.write_text("".join(line + "\n" for line in kept))
+        kept, damaged = [], 0
+        for line in files.read_text(self._path).splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                damaged += 1
+                continue
+            if isinstance(record, dict) and record.get("step", step + 1) <= step:
+                kept.append(line + "\n")
+        if damaged:
+            logging.warning("%s: dropped %d damaged line(s) on resume.", self._path, damaged)
+        self._lines = kept
+        files.write_text(self._path, "".join(kept))
 
     def write(self, step: int, record: dict) -> None:
         scalars = {
@@ -33,8 +50,14 @@ class MetricsLog:
         if self._writer is not None:
             self._writer.write_scalars(step, scalars)
         if self._is_primary:
-            with self._path.open("a") as file:
-                file.write(json.dumps({"step": step, **record}, default=_plain) + "\n")
+            self._pending.append(json.dumps({"step": step, **record}, default=_plain) + "\n")
+
+    def commit(self) -> None:
+        """Write every record so far to metrics.jsonl (after a checkpoint is on disk)."""
+        if self._is_primary and self._pending:
+            self._lines += self._pending
+            self._pending = []
+            files.write_text(self._path, "".join(self._lines))
 
     def close(self) -> None:
         if self._writer is not None:
@@ -47,7 +70,7 @@ def _plain(value):
     return value.item() if getattr(value, "ndim", 1) == 0 else value.tolist()
 
 
-def write_scalars(workdir: epath.Path, step: int, scalars: dict[str, float]) -> None:
+def write_scalars(workdir, step: int, scalars: dict[str, float]) -> None:
     """One-off TensorBoard scalars (e.g. an evaluation) in `workdir`."""
     writer = _tensorboard_writer(workdir, is_primary=True)
     if writer is not None:
@@ -56,7 +79,7 @@ def write_scalars(workdir: epath.Path, step: int, scalars: dict[str, float]) -> 
         writer.close()
 
 
-def _tensorboard_writer(workdir: epath.Path, is_primary: bool):
+def _tensorboard_writer(workdir, is_primary: bool):
     """clu's TensorBoard writer on the primary host; None elsewhere or without TensorBoard."""
     if not is_primary:
         return None

@@ -33,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     config = tfds.download.DownloadConfig(manual_dir=args.manual_dir)
     for name in tfds_names(args.name):
         print(f"preparing {name} ...", flush=True)
-        tfds.builder(name, data_dir=args.data_dir).download_and_prepare(download_config=config)
+        try:
+            builder = tfds.builder(name, data_dir=args.data_dir)
+            builder.download_and_prepare(download_config=config)
+        except Exception as error:  # e.g. ImageNet's tars missing from --manual_dir
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(error).__name__
+            print(f"error: preparing {name} failed: {reason}", file=sys.stderr)
+            return 2
     return 0
 
 

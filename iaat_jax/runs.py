@@ -7,6 +7,8 @@ import json
 import numpy as np
 from etils import epath
 
+from iaat_jax import files
+
 
 class ReportError(ValueError):
     """A run directory that cannot be reported on; the message says why and what to pass."""
@@ -49,23 +51,57 @@ class Run:
         return None
 
 
+def _json_lines(path: str) -> list[dict]:
+    records = []
+    for number, line in enumerate(files.read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as error:
+            raise ReportError(
+                f"{path} line {number} is damaged ({error.msg}): delete that line, or rerun the "
+                "training command, which rewrites the file from its checkpoint"
+            ) from error
+    return records
+
+
+def _json(path: str):
+    try:
+        return json.loads(files.read_text(path))
+    except ValueError as error:
+        raise ReportError(
+            f"{path} is damaged ({error}): rerun the command that wrote it"
+        ) from error
+
+
 def load_run(directory: str) -> Run:
-    """Read a run directory; ReportError if it is missing or holds no training output."""
+    """Read a run directory; ReportError if it is missing, holds no run, or a file is damaged."""
     path = epath.Path(directory)
-    if not path.is_dir():
+    if not files.exists(directory):
         raise ReportError(f"run directory {directory} does not exist: pass a training --workdir")
-    config_file, metrics_file = path / "config.json", path / "metrics.jsonl"
-    if not config_file.exists() or not metrics_file.exists():
+    config_file = files.join(directory, "config.json")
+    metrics_file = files.join(directory, "metrics.jsonl")
+    if not files.exists(config_file) or not files.exists(metrics_file):
         raise ReportError(
             f"{directory} holds no training run (config.json and metrics.jsonl missing): "
             "pass the --workdir of a run made by python -m iaat_jax.main"
         )
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
-    sweep_file, table_file = path / "eval.json", path / "epsilon_table.npy"
+    records = _json_lines(metrics_file)
+    sweep_file = files.join(directory, "eval.json")
+    table_file = files.join(directory, "epsilon_table.npy")
+    table = None
+    if files.exists(table_file):
+        try:
+            table = files.load_npy(table_file)
+        except ValueError as error:
+            raise ReportError(
+                f"{error}: rerun the training command, which rewrites it from its checkpoint"
+            ) from error
     return Run(
         path=path,
-        config=json.loads(config_file.read_text()),
+        config=_json(config_file),
         epoch_evals=[r for r in records if "robust_accuracy" in r],
-        sweep=json.loads(sweep_file.read_text()) if sweep_file.exists() else None,
-        table=np.load(table_file) if table_file.exists() else None,
+        sweep=_json(sweep_file) if files.exists(sweep_file) else None,
+        table=table,
     )

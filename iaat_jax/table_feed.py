@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from iaat_jax import sharding
 from iaat_jax.datasets import Batch
 from iaat_jax.epsilon import EpsilonTable
+from iaat_jax.stop import NonFiniteError
 
 
 class TableFeed:
@@ -28,11 +29,15 @@ class TableFeed:
 
     def __init__(self, train_step: Callable, table: EpsilonTable, mesh: Mesh, key: jax.Array):
         self.train_step, self.table, self.mesh, self.key = train_step, table, mesh, key
-        self._in_flight: tuple[np.ndarray, jax.Array] | None = None  # (ids, new radii)
+        self._in_flight = None  # (ids, new radii, metrics, step number) of the step in flight
         self.host_seconds = {"gather": 0.0, "transfer": 0.0, "scatter": 0.0}
 
-    def step(self, state, batch: Batch, epoch: int) -> tuple:
-        """Dispatch one train step on `batch`; returns (new state, metrics), both on device."""
+    def step(self, state, batch: Batch, epoch: int, step: int = -1) -> tuple:
+        """Dispatch train step number `step` on `batch`; returns (new state, metrics) on device.
+
+        The write-back of the step before checks its loss and radii: NonFiniteError if either
+        is NaN or infinite (the table then keeps its last finite radii).
+        """
         ids = np.asarray(batch["id"])
         if self._in_flight is not None and np.isin(ids, self._in_flight[0]).any():
             self.flush()  # an id of this batch is still being updated: wait for its radius
@@ -44,7 +49,7 @@ class TableFeed:
         self.host_seconds["gather"] += gathered - started
         self.host_seconds["transfer"] += time.perf_counter() - gathered
         state, new_eps, metrics = self.train_step(state, inputs, eps_prev, self.key, epoch)
-        previous, self._in_flight = self._in_flight, (ids, new_eps)
+        previous, self._in_flight = self._in_flight, (ids, new_eps, metrics, step)
         if previous is not None:
             self._write_back(*previous)
         return state, metrics
@@ -55,8 +60,13 @@ class TableFeed:
             self._write_back(*self._in_flight)
             self._in_flight = None
 
-    def _write_back(self, ids: np.ndarray, new_eps: jax.Array) -> None:
+    def _write_back(self, ids: np.ndarray, new_eps: jax.Array, metrics: dict, step: int) -> None:
         new_eps.block_until_ready()  # waiting for the device is not host work
         started = time.perf_counter()
-        self.table.scatter(ids, sharding.local_rows(new_eps))
+        radii = sharding.local_rows(new_eps)
+        loss = float(metrics["train_loss"]) if "train_loss" in metrics else 0.0
+        if not (np.isfinite(loss) and np.isfinite(radii).all()):
+            what = f"the loss is {loss}" if not np.isfinite(loss) else "a radius is not finite"
+            raise NonFiniteError(f"{what} at step {step + 1}")
+        self.table.scatter(ids, radii)
         self.host_seconds["scatter"] += time.perf_counter() - started

@@ -8,6 +8,7 @@ import dataclasses
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -15,13 +16,16 @@ from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from iaat_jax import config_checks, evaluate, experiment, metrics_log, sharding
+from iaat_jax import config_checks, evaluate, experiment, files, metrics_log, sharding
 from iaat_jax import step as step_lib
+from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import Checkpointer
 from iaat_jax.datasets import HostInput, host_range
 from iaat_jax.epsilon import EpsilonTable
 from iaat_jax.experiment import TrainState
+from iaat_jax.stop import NonFiniteError, StopRequest, TrainingStopped
 from iaat_jax.table_feed import TableFeed
+from iaat_jax.workdir import WorkdirLock
 
 
 def merged_table(table: EpsilonTable, num_train: int) -> np.ndarray:
@@ -34,6 +38,11 @@ def merged_table(table: EpsilonTable, num_train: int) -> np.ndarray:
         start, end = host_range(num_train, host, jax.process_count())
         merged[start:end] = tables[host, start:end]
     return merged
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
 
 
 @dataclasses.dataclass
@@ -49,6 +58,7 @@ class TrainingRun:
     base_key: jax.Array
     checkpoints: Checkpointer
     log: metrics_log.MetricsLog
+    lock: WorkdirLock
     first_step: int
     total_steps: int
     feed: TableFeed = dataclasses.field(init=False)
@@ -64,13 +74,16 @@ class TrainingRun:
         self.progress = metrics_log.Progress(self.first_step, self.total_steps)
         self.eval_key = sharding.replicate(jax.random.fold_in(self.base_key, 2**31 - 1), self.mesh)
 
-    def train_epoch(self, state: TrainState, epoch: int, first_step: int, last_step: int):
+    def train_epoch(
+        self, state: TrainState, epoch: int, first_step: int, last_step: int, stop: StopRequest
+    ) -> tuple[TrainState, int, bool]:
         """Steps [first_step, last_step) of `epoch`, replaying the epoch's order to `first_step`.
 
         The feed dispatches step t + 1 before it writes back the radii of step t (table_feed).
-        Returns (state, next step), with every radius of the epoch in the table.
+        Saves every checkpoint_every_steps. Returns (state, next step, whether a stop was
+        requested), with every radius so far in the table.
         """
-        steps_per_epoch = self.data.steps_per_epoch
+        config, steps_per_epoch = self.config, self.data.steps_per_epoch
         step = first_step
         for index, batch in enumerate(self.data.train_epoch(epoch)):
             step = epoch * steps_per_epoch + index
@@ -78,10 +91,18 @@ class TrainingRun:
                 continue
             if step >= last_step:
                 break
-            state, metrics = self.feed.step(state, batch, epoch)
-            self.log_train_step(step + 1, metrics)
+            state, metrics = self.feed.step(state, batch, epoch, step)
+            step += 1
+            self.log_train_step(step, metrics)
+            if stop.due(step, agree=step % config.log_every_steps == 0):
+                self.feed.flush()
+                return state, step, True
+            every = config.checkpoint_every_steps
+            if every and step % every == 0 and step < last_step:
+                self.feed.flush()
+                self.save(state, epoch, step)
         self.feed.flush()
-        return state, min(step + 1, last_step)
+        return state, min(step, last_step), False
 
     def log_train_step(self, step_done: int, metrics: dict) -> None:
         """Every log_every_steps (and at the last step): metrics.jsonl, TensorBoard, console."""
@@ -97,6 +118,8 @@ class TrainingRun:
             images_per_second=rate * config.batch_size,
         )
         self.log.write(step_done, record)
+        if jax.process_index() == 0:
+            self.lock.heartbeat()
         self.progress.report(
             step_done,
             record["epoch"],
@@ -140,23 +163,63 @@ class TrainingRun:
             config.epsilon,
             record["epsilon_mean"],
         )
-        if jax.process_index() == 0:
-            table.save_npy(str(self.workdir / "epsilon_table.npy"))
+        self.save(state, epoch, step, table)
+        self.progress.restart(step)
+
+    def save(self, state: TrainState, epoch: int, step: int, table=None) -> None:
+        """Checkpoint `step`; only once it is on disk, export the table and commit metrics."""
+        num_train = self.data.num_train
+        if not _all_finite(state.params):
+            raise self.diverged(f"a parameter is not finite at step {step}")
+        if table is None:
+            table = EpsilonTable(num_train, merged_table(self.table, num_train))
         meta = {
             "epoch": epoch,
             "step": step,
             "num_train": num_train,
-            "dataset": config.dataset,
-            "method": config.method,
+            "dataset": self.config.dataset,
+            "method": self.config.method,
         }
         self.checkpoints.save(step, state, table.values, self.base_key, meta)
-        self.progress.restart(step)
+        if jax.process_index() == 0:
+            table.save_npy(files.join(self.workdir, "epsilon_table.npy"))
+            self.lock.heartbeat()
+        self.log.commit()
+
+    def train(self, state: TrainState) -> TrainState:
+        """Every remaining step, epoch by epoch; raises TrainingStopped after a requested stop."""
+        steps_per_epoch, step = self.data.steps_per_epoch, self.first_step
+        with StopRequest() as stop:
+            while step < self.total_steps:
+                epoch = step // steps_per_epoch
+                epoch_end = min((epoch + 1) * steps_per_epoch, self.total_steps)
+                try:
+                    state, step, stopped = self.train_epoch(state, epoch, step, epoch_end, stop)
+                except NonFiniteError as error:
+                    raise self.diverged(str(error)) from None
+                if stopped:
+                    self.save(state, epoch, step)
+                    raise TrainingStopped(step, stop.reason, str(self.workdir))
+                self.end_epoch(state, epoch, step)
+        return state
+
+    def diverged(self, what: str) -> NonFiniteError:
+        newest = self.checkpoints.latest_step()
+        kept = "no checkpoint was written" if newest is None else f"checkpoint {newest} is intact"
+        return NonFiniteError(
+            f"training diverged: {what}; {kept}: lower the learning rate or fix the config, "
+            "then rerun"
+        )
+
+    def close(self) -> None:
+        self.checkpoints.close()
+        self.log.close()
 
 
 def _start(
-    config: ml_collections.ConfigDict, workdir: epath.Path
+    config: ml_collections.ConfigDict, workdir: epath.Path, lock: WorkdirLock
 ) -> tuple[TrainingRun, TrainState]:
-    """Build the run and its state, restored from the workdir's newest checkpoint if any."""
+    """Build the run and its state, restored from the workdir's newest readable checkpoint."""
     data = experiment.data_source(config)
     config_checks.check_batch_fits(config, data.num_train, data.steps_per_epoch)
     total_steps = config.num_epochs * data.steps_per_epoch
@@ -164,43 +227,64 @@ def _start(
         total_steps = min(total_steps, config.num_train_steps)
     mesh = sharding.make_mesh()
     parts = experiment.create_experiment(config, data, mesh)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
     state, table, base_key = parts.state, EpsilonTable(data.num_train), parts.base_key
     checkpoints = Checkpointer(workdir, config.checkpoints_to_keep)
-    if checkpoints.latest_step() is not None:
-        state, values, base_key, meta = checkpoints.restore(state, data.num_train)
+    restored = checkpoints.restore_newest(state, data.num_train)
+    if restored is not None:
+        state, values, base_key, meta = restored
         table = EpsilonTable(data.num_train, values)
         logging.info("Resumed from %s at step %d (epoch %d).", workdir, meta["step"], meta["epoch"])
+    if jax.process_index() == 0:
+        workdir_lib.save_config(config, workdir)
+        if restored is not None:  # the export may be missing or damaged: rewrite it from there
+            table.save_npy(files.join(workdir, "epsilon_table.npy"))
     step = int(state.step)
     log = metrics_log.MetricsLog(workdir, jax.process_index() == 0)
     log.drop_after(step)
     run = TrainingRun(
-        config, workdir, data, mesh, parts, table, base_key, checkpoints, log, step, total_steps
+        config,
+        workdir,
+        data,
+        mesh,
+        parts,
+        table,
+        base_key,
+        checkpoints,
+        log,
+        lock,
+        step,
+        total_steps,
     )
     return run, state
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Train `config` in `workdir`, resuming from its latest checkpoint; return the final state."""
+    """Train `config` in `workdir`, resuming from its newest checkpoint; return the final state.
+
+    Raises ConfigError for bad input (before anything is written), TrainingStopped after a
+    SIGTERM/SIGINT checkpoint, NonFiniteError on divergence, CheckpointError on a failed save.
+    """
     config_checks.validate_config(config, jax.device_count())
-    run, state = _start(config, config_checks.check_workdir(workdir))
-    steps_per_epoch, step = run.data.steps_per_epoch, int(state.step)
-    logging.info(
-        "Training %s on %s: %d examples, %d steps/epoch, %d steps, %d devices.",
-        config.method,
-        config.dataset,
-        run.data.num_train,
-        steps_per_epoch,
-        run.total_steps,
-        jax.device_count(),
-    )
-    while step < run.total_steps:
-        epoch = step // steps_per_epoch
-        epoch_end = min((epoch + 1) * steps_per_epoch, run.total_steps)
-        state, step = run.train_epoch(state, epoch, step, epoch_end)
-        run.end_epoch(state, epoch, step)
-    run.checkpoints.wait()
-    run.checkpoints.close()
-    run.log.close()
-    return state
+    path = config_checks.check_workdir(workdir)
+    workdir_lib.check_same_run(config, path)
+    lock = WorkdirLock(path)
+    if jax.process_index() == 0:
+        lock.acquire()
+    try:
+        run, state = _start(config, path, lock)
+        logging.info(
+            "Training %s on %s: %d examples, %d steps/epoch, %d steps, %d devices.",
+            config.method,
+            config.dataset,
+            run.data.num_train,
+            run.data.steps_per_epoch,
+            run.total_steps,
+            jax.device_count(),
+        )
+        try:
+            return run.train(state)
+        finally:
+            run.close()
+    finally:
+        if jax.process_index() == 0:
+            lock.release()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The clean-vs-robust frontier on the embedded default (MNIST-5k, eps 0.3), in one command:
 # clean training, PGD-AT at four fixed radii, IAAT; then a robustness sweep of each and the report.
-# Usage: launch/frontier_mnist5k.sh OUT_DIR      (about 30 minutes on 2 CPU cores)
+# Usage: launch/frontier_mnist5k.sh OUT_DIR      (about 16 minutes on 2 CPU cores)
 # Rerunning resumes: finished trainings and evaluations are skipped.
 set -euo pipefail
 if [ $# -ne 1 ]; then echo "usage: $0 OUT_DIR" >&2; exit 2; fi

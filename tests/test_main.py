@@ -7,15 +7,22 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import REPO
 
 
 def run_cli(*args, cwd=REPO):
-    """The CLI in a process of its own with one CPU device, run from `cwd`."""
+    """The CLI in a process of its own with one CPU device, run from `cwd` (a --config in
+    `args` replaces the default one)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = str(REPO)
+    config = (
+        []
+        if any(a.startswith("--config=") for a in args)
+        else [f"--config={REPO}/configs/default.py"]
+    )
     return subprocess.run(
-        [sys.executable, "-m", "iaat_jax.main", f"--config={REPO}/configs/default.py", *args],
+        [sys.executable, "-m", "iaat_jax.main", *config, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -81,3 +88,26 @@ def test_cli_names_both_numbers_when_the_batch_does_not_split(data_dir, tmp_path
     )
     assert result.returncode == 2
     assert "batch_size=100 is not divisible by the 8 devices" in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config=/nonexistent/config.py"], "the config could not be loaded: [Errno 2]"),
+        (["--config={broken}"], "the config could not be loaded: invalid syntax"),
+        (["--config.no_such_field=1"], "unknown config field"),
+        (["--config.epsilon=abc"], "flag --config.epsilon=abc: could not convert"),
+        (["--config.gamma=nan"], "config.gamma=nan is not a finite number"),
+        (["--config.warmup_epochs=9"], "config.warmup_epochs=9 exceeds config.num_epochs=7"),
+        (["--mode=evaluate"], "holds no training run"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    args = [a.replace("{broken}", str(broken)) for a in args]
+    result = run_cli(f"--workdir={tmp_path / 'run'}", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line[:1] not in ("I", "W")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert "Traceback" not in result.stderr

@@ -36,6 +36,7 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
                 "--num_processes=2",
                 f"--process_id={index}",
                 "--config.num_epochs=1",
+                "--config.warmup_epochs=1",
                 "--config.attack_steps=2",
                 "--config.eval_attack_steps=2",
                 "--config.batch_size=80",

@@ -48,3 +48,15 @@ def test_a_directory_that_is_no_run_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="holds no training run"):
         load_run(str(tmp_path / "empty"))
+
+
+def test_a_damaged_metrics_line_or_table_names_the_file_and_line(tmp_path):
+    write_run(tmp_path / "run", [{"step": 10, "train_loss": 1.0}])
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as file:
+        file.write('{"step": 20, "train_lo\n')
+    with pytest.raises(ReportError, match=r"metrics.jsonl line 2 is damaged"):
+        load_run(str(tmp_path / "run"))
+    write_run(tmp_path / "other", [{"step": 10, "train_loss": 1.0}])
+    (tmp_path / "other" / "epsilon_table.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    with pytest.raises(ReportError, match=r"epsilon_table.npy is not a readable .npy array"):
+        load_run(str(tmp_path / "other"))

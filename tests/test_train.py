@@ -1,11 +1,20 @@
 """The training loop: artefacts, learning, automatic resume equal to an unbroken run."""
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from conftest import REPO
 
-from iaat_jax import train
+from iaat_jax import evaluate, fake_data, train
+from iaat_jax.config_checks import ConfigError
+from iaat_jax.stop import NonFiniteError
 
 
 def read_metrics(workdir):
@@ -50,3 +59,148 @@ def test_training_writes_metrics_and_table_and_learns(fast_config, tmp_path):
     table = np.load(tmp_path / "epsilon_table.npy")
     assert table.shape == (4000,) and np.all(table >= 0) and table.std() > 0
     assert evals[-1]["epsilon_mean"] == pytest.approx(float(table.mean()), rel=1e-5)
+
+
+def fake_config(fast_config):
+    """fast_config on fake data: seconds per run, no dataset needed."""
+    fast_config.update(fake_data=True, num_train_steps=4, log_every_steps=1)
+    return fast_config
+
+
+def test_resuming_with_another_config_is_refused_before_anything_is_written(fast_config, tmp_path):
+    config = fake_config(fast_config)
+    train.train_and_evaluate(config, str(tmp_path))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    config.batch_size = 40
+    with pytest.raises(ConfigError, match="batch_size=80 -> 40"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    config.batch_size, config.model = 80, "wrn8_1_iaat"
+    with pytest.raises(ConfigError, match="model='small_cnn' -> 'wrn8_1_iaat'"):
+        evaluate.evaluate_run(config, str(tmp_path))
+    config.model, config.method = "small_cnn", "pgd"  # an IAAT run is not evaluated as PGD-AT
+    with pytest.raises(ConfigError, match="method='iaat' -> 'pgd'"):
+        evaluate.evaluate_run(config, str(tmp_path))
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
+    fast_config, tmp_path, monkeypatch
+):
+    config = fake_config(fast_config)
+    config.update(num_train_steps=10, checkpoint_every_steps=3)
+    original = fake_data.FakeDataSource._batch
+    calls = []
+
+    def poisoned(self, rng, ids):  # the 6th training batch holds a NaN pixel
+        batch = original(self, rng, ids)
+        calls.append(len(ids))
+        if len(calls) == 6:
+            batch["image"][0, 0, 0, 0] = np.nan
+        return batch
+
+    monkeypatch.setattr(fake_data.FakeDataSource, "_batch", poisoned)
+    with pytest.raises(NonFiniteError, match="the loss is nan at step 6; checkpoint 3 is intact"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3"]
+    assert max(r["step"] for r in read_metrics(tmp_path)) == 3  # nothing claims a later step
+    monkeypatch.undo()
+    state = train.train_and_evaluate(config, str(tmp_path))  # the rerun resumes from step 3
+    assert int(state.step) == 10
+
+
+def test_a_workdir_in_use_is_refused(fast_config, tmp_path):
+    lock = {"host": socket.gethostname(), "pid": os.getppid(), "heartbeat": time.time()}
+    (tmp_path / "LOCK").write_text(json.dumps(lock))
+    with pytest.raises(ConfigError, match="in use by process"):
+        train.train_and_evaluate(fake_config(fast_config), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LOCK"]
+
+
+KILL_RUN = (
+    "--config.num_epochs=2",
+    "--config.warmup_epochs=1",
+    "--config.attack_steps=2",
+    "--config.eval_attack_steps=2",
+    "--config.batch_size=80",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=10",
+)
+
+
+def start_cli(workdir, data_dir):
+    """The CLI on one CPU device, training KILL_RUN (2 epochs of 50 steps) in `workdir`."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "iaat_jax.main",
+            "--config=configs/default.py",
+            f"--workdir={workdir}",
+            f"--config.data_dir={data_dir}",
+            *KILL_RUN,
+        ],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_until(process, text: str) -> str:
+    """Read the process's log until a line contains `text`; return the log so far."""
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared:\n{''.join(seen[-30:])}")
+
+
+@pytest.fixture(scope="module")
+def unbroken_table(data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("unbroken")
+    process = start_cli(workdir, data_dir)
+    _, log = process.communicate(timeout=600)
+    assert process.returncode == 0, log[-3000:]
+    return np.load(workdir / "epsilon_table.npy")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        "step 13/100",  # mid-epoch, 3 steps after the step-10 checkpoint
+        "step 50/100",  # the last step of epoch 1: the kill lands in its evaluation or save
+    ],
+)
+def test_a_killed_run_resumes_to_the_unbroken_result(unbroken_table, data_dir, tmp_path, kill_at):
+    process = start_cli(tmp_path, data_dir)
+    run_until(process, kill_at)
+    process.kill()  # SIGKILL: no handler runs
+    process.wait()
+    resumed = start_cli(tmp_path, data_dir)
+    _, log = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, log[-3000:]
+    assert "Resumed from" in log
+    np.testing.assert_array_equal(np.load(tmp_path / "epsilon_table.npy"), unbroken_table)
+    steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert steps == list(range(1, 101))  # each step logged once, none lost or repeated
+
+
+@pytest.mark.slow
+def test_sigterm_saves_exits_0_and_resumes_exactly(unbroken_table, data_dir, tmp_path):
+    process = start_cli(tmp_path, data_dir)
+    run_until(process, "step 27/100")
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=300)
+    assert process.returncode == 0, rest[-3000:]
+    last = rest.strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGTERM at step ") and "rerun the same command" in last
+    stopped_at = int(last.split("at step ")[1].split(":")[0])
+    assert 27 <= stopped_at < 50 and (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
+    resumed = start_cli(tmp_path, data_dir)
+    _, log = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"at step {stopped_at}" in log
+    np.testing.assert_array_equal(np.load(tmp_path / "epsilon_table.npy"), unbroken_table)

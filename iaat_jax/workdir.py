@@ -1,0 +1,124 @@
+"""What a workdir keeps about its run: the config that started it, and who is writing to it.
+
+A rerun resumes the run in its workdir, so it must be the same run: fields that change what the
+checkpoint means (dataset, model, method, radii, batch, schedule, seed, ...) may not change on
+resume; those in RESUMABLE_FIELDS may (where data lives, how often to log or save, how to
+evaluate). One process writes a workdir at a time: a lock file names it; a lock whose process is
+gone (same host) or whose heartbeat is older than LOCK_STALE_SECONDS (any host) is taken over.
+"""
+
+import json
+import os
+import socket
+import time
+
+import ml_collections
+
+from iaat_jax import files
+from iaat_jax.config_checks import ConfigError
+
+RESUMABLE_FIELDS = frozenset(
+    {
+        "data_dir",
+        "cache",
+        "shuffle_buffer",
+        "half_precision",
+        "attack_unroll",
+        "num_train_steps",
+        "eval_batch_size",
+        "eval_attack_steps",
+        "eval_corruptions",
+        "sweep_epsilons",
+        "sweep_attack_steps",
+        "sweep_step_size",
+        "sweep_restarts",
+        "sweep_losses",
+        "log_every_steps",
+        "tracked_ids",
+        "checkpoints_to_keep",
+        "checkpoint_every_steps",
+    }
+)
+LOCK_STALE_SECONDS = 600
+
+
+def config_path(workdir) -> str:
+    return files.join(workdir, "config.json")
+
+
+def differing_fields(config: ml_collections.ConfigDict, saved: dict) -> list[str]:
+    """Fields outside RESUMABLE_FIELDS whose value differs from the saved config's."""
+    current = json.loads(config.to_json())
+    names = (set(current) | set(saved)) - RESUMABLE_FIELDS
+    return sorted(name for name in names if current.get(name) != saved.get(name))
+
+
+def check_same_run(config: ml_collections.ConfigDict, workdir) -> bool:
+    """ConfigError if `workdir` holds a run of a different config; True if it holds one at all."""
+    path = config_path(workdir)
+    if not files.exists(path):
+        return False
+    try:
+        saved = json.loads(files.read_text(path))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path} is damaged ({error}): restore it, or use a fresh --workdir"
+        ) from error
+    changed = differing_fields(config, saved)
+    if changed:
+        details = ", ".join(f"{n}={saved.get(n)!r} -> {config.get(n)!r}" for n in changed)
+        raise ConfigError(
+            f"{workdir} holds a run of another config ({details}): rerun with the config it "
+            "was started with, or use a fresh --workdir"
+        )
+    return True
+
+
+def save_config(config: ml_collections.ConfigDict, workdir) -> None:
+    files.write_text(config_path(workdir), config.to_json(indent=2) + "\n")
+
+
+class WorkdirLock:
+    """<workdir>/LOCK: host, pid and heartbeat of the one process writing the workdir."""
+
+    def __init__(self, workdir):
+        self.path = files.join(workdir, "LOCK")
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def _holder(self) -> dict | None:
+        if not files.exists(self.path):
+            return None
+        try:
+            return json.loads(files.read_text(self.path))
+        except (ValueError, OSError):
+            return None  # a torn lock file holds nobody
+
+    def _alive(self, holder: dict) -> bool:
+        if time.time() - holder.get("heartbeat", 0) > LOCK_STALE_SECONDS:
+            return False
+        if holder.get("host") == self.owner["host"]:
+            try:
+                os.kill(int(holder["pid"]), 0)
+            except (ProcessLookupError, ValueError, KeyError):
+                return False
+            except PermissionError:
+                return True
+        return True
+
+    def acquire(self) -> None:
+        holder = self._holder()
+        if holder and holder.get("pid") != self.owner["pid"] and self._alive(holder):
+            raise ConfigError(
+                f"workdir is in use by process {holder.get('pid')} on {holder.get('host')} "
+                f"(its lock {self.path} was refreshed {time.time() - holder['heartbeat']:.0f} s "
+                "ago): wait for it to finish or stop it, or use another --workdir"
+            )
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        files.write_text(self.path, json.dumps({**self.owner, "heartbeat": time.time()}))
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder and holder.get("pid") == self.owner["pid"]:
+            files.remove(self.path)

@@ -1,0 +1,24 @@
+"""SIGTERM and SIGINT become a stop request at the next step; other signals are left alone."""
+
+import os
+import signal
+
+from iaat_jax.stop import StopRequest, TrainingStopped
+
+
+def test_sigterm_and_sigint_request_a_stop_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    for number, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+        with StopRequest() as stop:
+            assert not stop.due(5, agree=True)
+            os.kill(os.getpid(), number)
+            assert stop.due(6, agree=False) and stop.reason == name
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_stop_message_says_where_it_resumes():
+    message = str(TrainingStopped(120, "SIGTERM", "gs://bucket/run"))
+    assert message == (
+        "stopped by SIGTERM at step 120: checkpoint saved in gs://bucket/run; rerun the same "
+        "command to resume from step 120"
+    )

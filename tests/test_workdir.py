@@ -1,0 +1,63 @@
+"""A workdir holds one run: resuming with a config that changes its meaning is refused, and
+one process writes it at a time."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import load_config
+
+from iaat_jax import workdir
+from iaat_jax.config_checks import ConfigError
+
+
+def test_a_resume_may_change_bookkeeping_but_not_the_run(tmp_path):
+    config = load_config()
+    assert not workdir.check_same_run(config, str(tmp_path))  # a fresh workdir
+    workdir.save_config(config, str(tmp_path))
+    config.update(data_dir="/elsewhere", log_every_steps=1, num_train_steps=5, sweep_restarts=3)
+    assert workdir.check_same_run(config, str(tmp_path))
+    config.update(batch_size=50, dataset="cifar10")
+    with pytest.raises(ConfigError) as error:
+        workdir.check_same_run(config, str(tmp_path))
+    message = str(error.value)
+    assert "batch_size=100 -> 50" in message and "dataset='mnist5k' -> 'cifar10'" in message
+    assert "\n" not in message
+
+
+def test_a_damaged_config_json_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"dataset": ')
+    with pytest.raises(ConfigError, match="config.json is damaged"):
+        workdir.check_same_run(load_config(), str(tmp_path))
+
+
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = {"host": socket.gethostname(), "pid": sleeper.pid, "heartbeat": time.time()}
+        (tmp_path / "LOCK").write_text(json.dumps(holder))
+        with pytest.raises(ConfigError, match=f"in use by process {sleeper.pid}"):
+            workdir.WorkdirLock(str(tmp_path)).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # its process is gone: the lock is stale and taken over
+    lock = workdir.WorkdirLock(str(tmp_path))
+    lock.acquire()
+    assert json.loads((tmp_path / "LOCK").read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / "LOCK").exists()
+
+
+def test_a_lock_from_another_host_expires_with_its_heartbeat(tmp_path):
+    fresh = {"host": "tpu-worker-7", "pid": 1, "heartbeat": time.time()}
+    (tmp_path / "LOCK").write_text(json.dumps(fresh))
+    with pytest.raises(ConfigError, match="on tpu-worker-7"):
+        workdir.WorkdirLock(str(tmp_path)).acquire()
+    stale = dict(fresh, heartbeat=time.time() - workdir.LOCK_STALE_SECONDS - 1)
+    (tmp_path / "LOCK").write_text(json.dumps(stale))
+    workdir.WorkdirLock(str(tmp_path)).acquire()  # a preempted host's lock: taken over
