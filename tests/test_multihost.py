@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,12 +18,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow  # two processes compile and train, about 40 s
-def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path):
+def start_hosts(workdir, data_dir, *overrides):
+    """Two processes with two CPU devices each, training one run of the default config."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"localhost:{free_port()}"
-    workdir = tmp_path / "run"
-    processes = [
+    return [
         subprocess.Popen(
             [
                 sys.executable,
@@ -41,6 +41,7 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
                 "--config.eval_attack_steps=2",
                 "--config.batch_size=80",
                 "--config.epsilon=0.1",
+                *overrides,
             ],
             cwd=REPO,
             env=env,
@@ -50,6 +51,12 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
         )
         for index in range(2)
     ]
+
+
+@pytest.mark.slow  # two processes compile and train, about 40 s
+def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    processes = start_hosts(workdir, data_dir)
     try:
         outputs = [process.communicate(timeout=400)[0] for process in processes]
     finally:  # one host failing leaves the other waiting at a barrier: never leave it running
@@ -69,3 +76,29 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
     evals = [r for r in evals if "robust_accuracy" in r]
     assert len(evals) == 1 and evals[0]["clean_accuracy"] > 0.5
     assert np.isclose(evals[0]["epsilon_mean"], table.mean())
+
+
+@pytest.mark.slow  # two processes, about 40 s
+def test_sigterm_on_both_hosts_stops_them_at_one_step_with_a_checkpoint(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    processes = start_hosts(workdir, data_dir, "--config.log_every_steps=1")
+    try:
+        logs = []
+        for process in processes:
+            seen = []
+            for line in process.stdout:
+                seen.append(line)
+                if "step 12/50" in line:
+                    break
+            logs.append(seen)
+        for process in processes:  # a preempted slice: every worker gets SIGTERM
+            process.send_signal(signal.SIGTERM)
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    last_lines = [output.strip().splitlines()[-1] for output in outputs]
+    assert last_lines[0] == last_lines[1] and last_lines[0].startswith("stopped by SIGTERM")
+    step = int(last_lines[0].split("at step ")[1].split(":")[0])
+    assert 12 <= step < 50 and (workdir / "checkpoints" / str(step)).is_dir()
