@@ -108,8 +108,7 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, 
     checkpoints.save(7, state, table, jax.random.key(0), {})
     checkpoints.close()
     assert (tmp_path / "checkpoints_unreadable" / "7").is_dir()
-    if damage is not damage_by_emptying:  # orbax itself skips an empty step directory
-        assert "checkpoint 7" in caplog.text and "falling back" in caplog.text
+    assert "checkpoint 7" in caplog.text and "falling back" in caplog.text
 
 
 def test_a_failed_save_is_one_error_and_the_older_checkpoint_stays(tmp_path, monkeypatch):
