@@ -47,6 +47,8 @@ class StopRequest:
 
     def _handle(self, number, frame) -> None:
         del frame
+        if self.reason is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
         self.reason = signal.Signals(number).name
 
     def due(self, step: int, agree: bool) -> bool:

@@ -22,3 +22,14 @@ def test_the_stop_message_says_where_it_resumes():
         "stopped by SIGTERM at step 120: checkpoint saved in gs://bucket/run; rerun the same "
         "command to resume from step 120"
     )
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.reason == "SIGINT"
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            return
+    raise AssertionError("the second SIGINT did not interrupt")
