@@ -38,6 +38,7 @@ def digest(directory):
     }
 
 
+@pytest.mark.slow  # a whole epoch through the CLI, about 40 s
 def test_cli_trains_one_epoch_then_refuses_bad_input_without_touching_the_run(data_dir, tmp_path):
     workdir = tmp_path / "run"
     result = run_cli(  # a relative --workdir, as in the README's command
