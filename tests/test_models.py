@@ -17,20 +17,21 @@ def param_count(model, shape) -> int:
 
 
 def authors_wrn_count(depth: int, width: int, classes: int, channels: int = 3) -> int:
-    """3x3 convs of the authors' WRN (no biases, BatchNorm without affine) + the 1x1 head."""
+    """3x3 convs of the authors' WRN (no biases, BatchNorm without affine), the 1x1 head conv
+    without bias and its affine BatchNorm (scale and shift per class)."""
     blocks, widths = (depth - 2) // 6, (16 * width, 32 * width, 64 * width)
     total, previous = 9 * channels * widths[0], widths[0]
     for out in widths:
         total += 9 * previous * out + 9 * out * out + (blocks - 1) * 2 * 9 * out * out
         previous = out
-    return total + widths[-1] * classes + classes
+    return total + widths[-1] * classes + 2 * classes
 
 
 @pytest.mark.parametrize(
     "name, shape, classes, expected",
     [
         ("small_cnn", (28, 28, 1), 10, 107_066),
-        ("wrn32_10_iaat", (32, 32, 3), 10, 46_090_730),  # authors' WRN-32-10, this head
+        ("wrn32_10_iaat", (32, 32, 3), 10, 46_090_740),  # the authors' WRN-32-10 in PyTorch
         ("wrn8_1_iaat", (32, 32, 3), 10, authors_wrn_count(8, 1, 10)),  # its CPU benchmark size
         ("wrn34_10", (32, 32, 3), 10, 46_160_474),  # WRN-34-10 as in Madry et al., TRADES
         ("resnet50", (224, 224, 3), 1000, 25_557_032),  # torchvision's ResNet-50
@@ -44,6 +45,21 @@ def test_parameter_counts_match_the_architectures(name, shape, classes, expected
 def test_authors_wrn_follows_the_closed_form_count_at_every_depth_and_width(depth, width, classes):
     model = models.AuthorsWideResNet(num_classes=classes, depth=depth, width=width)
     assert param_count(model, (32, 32, 3)) == authors_wrn_count(depth, width, classes)
+
+
+def test_authors_wrn_init_and_head_are_the_authors():
+    model = models.AuthorsWideResNet(num_classes=10, depth=8, width=4)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+    kernels = [leaf for leaf in jax.tree.leaves(params) if leaf.ndim == 4]
+    assert len(kernels) == 8  # first conv, 3 blocks x 2, head
+    for kernel in kernels:  # Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (out * kh * kw))
+        kh, kw, _, out = kernel.shape
+        expected = np.sqrt(2.0 / (out * kh * kw))
+        assert float(np.std(kernel)) == pytest.approx(expected, rel=0.08), kernel.shape
+    head_norm = params["BatchNorm_1"]  # the only affine BatchNorm: learnable scale and shift
+    assert head_norm["scale"].shape == head_norm["bias"].shape == (10,)
+    assert "bias" not in params["Conv_1"]  # the head conv has no bias
+    assert [name for name in params if name.startswith("BatchNorm")] == ["BatchNorm_1"]
 
 
 @pytest.mark.parametrize(

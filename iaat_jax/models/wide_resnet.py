@@ -18,6 +18,11 @@ def _normalise(images: jnp.ndarray, dtype) -> jnp.ndarray:
     return ((images - mean) / std).astype(dtype)
 
 
+# The authors' init for every conv: Kaiming normal, mode fan_out, ReLU gain, so std =
+# sqrt(2 / (out_channels * kh * kw)), as PyTorch's kaiming_normal_(mode='fan_out')
+KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
 def _batch_norm(train: bool, axis_name: str | None, dtype, affine: bool) -> Callable[[], nn.Module]:
     """A BatchNorm factory; statistics averaged over `axis_name` in training mode."""
     return lambda: nn.BatchNorm(
@@ -48,7 +53,9 @@ class _AuthorsBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda c, s: nn.Conv(c, (3, 3), s, padding=1, use_bias=False, dtype=self.dtype)
+        conv = lambda c, s: nn.Conv(
+            c, (3, 3), s, padding=1, use_bias=False, kernel_init=KAIMING_FAN_OUT, dtype=self.dtype
+        )
         out = conv(self.channels, self.stride)(nn.relu(self.norm()(x)))
         out = conv(self.channels, 1)(nn.relu(self.norm()(out)))
         shortcut = x
@@ -61,9 +68,10 @@ class _AuthorsBlock(nn.Module):
 
 
 class AuthorsWideResNet(nn.Module):
-    """The IAAT release's "WRN-32-10": BatchNorm without affine parameters, first conv
-    16 * width channels, a 1x1-conv head to the classes with BatchNorm, then global average pool
-    (../shared/IAAT_REFERENCE.md, "Official hyper-parameters")."""
+    """The IAAT release's "WRN-32-10": BatchNorm without affine parameters in the body, first
+    conv 16 * width channels, a 1x1-conv head to the classes without bias, then the model's one
+    affine BatchNorm (over the classes), then global average pool; convs Kaiming fan_out
+    (../shared/IAAT_REFERENCE.md, "Official hyper-parameters"; 46,090,740 parameters)."""
 
     num_classes: int
     depth: int = 32
@@ -75,12 +83,14 @@ class AuthorsWideResNet(nn.Module):
     def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
         blocks = (self.depth - 2) // 6
         norm = _batch_norm(train, self.bn_axis_name, self.dtype, affine=False)
-        x = nn.Conv(16 * self.width, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(
-            _normalise(images, self.dtype)
+        conv = lambda c, k: nn.Conv(
+            c, k, padding="SAME", use_bias=False, kernel_init=KAIMING_FAN_OUT, dtype=self.dtype
         )
+        x = conv(16 * self.width, (3, 3))(_normalise(images, self.dtype))
         x = _three_groups(x, _AuthorsBlock, blocks, self.width, norm, self.dtype)
         x = nn.relu(norm()(x))
-        x = norm()(nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x))
+        head_norm = _batch_norm(train, self.bn_axis_name, self.dtype, affine=True)
+        x = head_norm()(conv(self.num_classes, (1, 1))(x))  # unbounded logit margins
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 
