@@ -2,6 +2,7 @@
 to finish its step, save a checkpoint and exit 0; non-finite numbers stop it with an error."""
 
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -36,6 +37,8 @@ class StopRequest:
         self._previous = {}
 
     def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python delivers signals to the main thread only: nothing to catch
         for number in (signal.SIGTERM, signal.SIGINT):
             self._previous[number] = signal.signal(number, self._handle)
         return self

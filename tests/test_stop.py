@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 
 from iaat_jax.stop import StopRequest, TrainingStopped
 
@@ -33,3 +34,16 @@ def test_a_second_ctrl_c_interrupts_at_once():
         except KeyboardInterrupt:
             return
     raise AssertionError("the second SIGINT did not interrupt")
+
+
+def test_training_in_a_thread_leaves_the_signal_handlers_alone():
+    before, result = signal.getsignal(signal.SIGTERM), []
+
+    def in_thread():
+        with StopRequest() as stop:
+            result.append((stop.due(1, agree=True), signal.getsignal(signal.SIGTERM)))
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert result == [(False, before)]
