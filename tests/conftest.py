@@ -40,6 +40,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def cli_env(devices: int = 1) -> dict[str, str]:
+    """The environment of a subprocess with `devices` CPU devices (1: the machine's own)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def main_command(workdir, data_dir, *args) -> list[str]:
+    """python -m iaat_jax.main training configs/default.py in `workdir` on the test data."""
+    return [
+        sys.executable,
+        "-m",
+        "iaat_jax.main",
+        "--config=configs/default.py",
+        f"--workdir={workdir}",
+        f"--config.data_dir={data_dir}",
+        *args,
+    ]
+
+
 def load_config(name: str = "default") -> ml_collections.ConfigDict:
     """configs/<name>.py's get_config(), loaded the way the CLI loads it."""
     import importlib.util

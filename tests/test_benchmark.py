@@ -2,7 +2,6 @@
 every unrolled attack step."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, load_config
+from conftest import REPO, cli_env, load_config
 
 from iaat_jax import benchmark, experiment, sharding
 
@@ -37,7 +36,7 @@ def tiny_config():
 
 def run_benchmark(*args):
     """python -m iaat_jax.benchmark ARGS with one CPU device."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = cli_env()
     return subprocess.run(
         [sys.executable, "-m", "iaat_jax.benchmark", "--config=configs/default.py", *args],
         cwd=REPO,

@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, cli_env
 
 
 def run_cli(*args, cwd=REPO):
     """The CLI in a process of its own with one CPU device, run from `cwd` (a --config in
     `args` replaces the default one)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = cli_env()
     env["PYTHONPATH"] = str(REPO)
     config = (
         []

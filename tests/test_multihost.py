@@ -1,15 +1,13 @@
 """Two local processes with two CPU devices each: one training run over four devices."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, cli_env, main_command
 
 
 def free_port() -> int:
@@ -20,17 +18,12 @@ def free_port() -> int:
 
 def start_hosts(workdir, data_dir, *overrides):
     """Two processes with two CPU devices each, training one run of the default config."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"localhost:{free_port()}"
     return [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "iaat_jax.main",
-                "--config=configs/default.py",
-                f"--workdir={workdir}",
-                f"--config.data_dir={data_dir}",
+            main_command(
+                workdir,
+                data_dir,
                 "--multihost",
                 f"--coordinator_address={address}",
                 "--num_processes=2",
@@ -42,9 +35,9 @@ def start_hosts(workdir, data_dir, *overrides):
                 "--config.batch_size=80",
                 "--config.epsilon=0.1",
                 *overrides,
-            ],
+            ),
             cwd=REPO,
-            env=env,
+            env=cli_env(devices=2),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

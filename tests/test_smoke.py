@@ -1,13 +1,12 @@
 """Fake-data smoke runs of the paper configs through the CLI, and the TensorFlow-free path."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, load_config
+from conftest import REPO, cli_env, load_config
 
 from iaat_jax import fake_data
 
@@ -33,7 +32,7 @@ runpy.run_module("iaat_jax.main", run_name="__main__")
 
 def run_main(*args, hide_tensorflow=False):
     """python -m iaat_jax.main ARGS with one CPU device (optionally without TensorFlow)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = cli_env()
     launcher = ["-c", WITHOUT_TENSORFLOW] if hide_tensorflow else ["-m", "iaat_jax.main"]
     return subprocess.run(
         [sys.executable, *launcher, *args],

@@ -5,12 +5,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, cli_env, main_command
 
 from iaat_jax import evaluate, fake_data, train
 from iaat_jax.config_checks import ConfigError
@@ -129,22 +128,8 @@ KILL_RUN = (
 
 def start_cli(workdir, data_dir):
     """The CLI on one CPU device, training KILL_RUN (2 epochs of 50 steps) in `workdir`."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "iaat_jax.main",
-            "--config=configs/default.py",
-            f"--workdir={workdir}",
-            f"--config.data_dir={data_dir}",
-            *KILL_RUN,
-        ],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = main_command(workdir, data_dir, *KILL_RUN)
+    return subprocess.Popen(command, cwd=REPO, env=cli_env(), stderr=subprocess.PIPE, text=True)
 
 
 def run_until(process, text: str) -> str:
