@@ -19,6 +19,9 @@ from iaat_jax import config_checks, train
         ("attack_batchnorm", "frozen", "unknown attack_batchnorm 'frozen'"),
         ("beta", 0.0, "beta=0.0 must be in \\(0, 1\\]"),
         ("attack_steps", 0, "attack_steps=0 must be >= 1"),
+        ("gamma", float("nan"), "config.gamma=nan is not a finite number"),
+        ("learning_rate", float("inf"), "config.learning_rate=inf is not a finite number"),
+        ("warmup_epochs", 3, "warmup_epochs=3 exceeds config.num_epochs=2"),
     ],
 )
 def test_bad_config_is_one_clear_error(fast_config, field, value, message):
