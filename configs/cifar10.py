@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.beta = 0.1
     config.warmup_epochs = 10
     config.attack_steps = 10
+    config.attack_batchnorm = "batch"  # the authors' train-mode attacks ...
+    config.attack_batchnorm_updates = True  # ... that also update the running statistics
+    config.epsilon_ramp_epochs = 0  # the authors' PGD-AT starts at full radius
     config.attack_step_min = 2 / 255
     config.eval_attack_steps = 10
     config.num_epochs = 110

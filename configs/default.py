@@ -31,10 +31,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.gamma = 0.075  # IAAT: radius probe step (reference ratio: 1.9/255 for epsilon 8/255)
     config.beta = 0.3  # IAAT: smoothing weight (reference 0.1 over 100 epochs; 0.3 adapts in 5)
     config.warmup_epochs = 2  # IAAT: epochs with radius = epsilon * clean_correct
+    config.epsilon_ramp_epochs = 2  # PGD-AT: radius ramps linearly to epsilon over these epochs
     config.epsilon_max = placeholder(float)  # optional cap on IAAT radii; None: no cap (reference)
     config.attack_steps = 10  # PGD steps of every training attack
     config.attack_step_min = 0.03  # PGD step size = max(eps / (steps / 2), attack_step_min)
     config.attack_batchnorm = "running"  # BatchNorm in clean check and attacks: or 'batch' (ref.)
+    config.attack_batchnorm_updates = False  # 'batch' only: attack passes update running stats
     config.eval_attack_steps = 10  # PGD steps of the per-epoch robust evaluation
     config.attack_unroll = placeholder(bool)  # unroll PGD loops; None: on CPU only (faster there)
     # --mode=evaluate: the robustness sweep over test radii (eval.json).
@@ -43,11 +45,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep_step_size = 0.0  # 0: the training rule max(eps / (steps / 2), attack_step_min)
     config.sweep_restarts = 1  # random restarts per attack; an example must survive all
     config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
+    # APGD (Croce and Hein) at every nonzero sweep radius: any of 'ce', 'dlr', 'dlr_targeted';
+    # ("ce", "dlr_targeted") is the white-box part of AutoAttack. Empty: PGD only.
+    config.sweep_apgd_losses = ()
+    config.sweep_apgd_steps = 100  # iterations of each APGD run (AutoAttack: 100)
+    config.sweep_apgd_targets = 9  # dlr_targeted: target classes, runner-up first (AutoAttack: 9)
     config.eval_corruptions = False  # also clean accuracy on cifar10_corrupted (cifar10 only)
     # Optimisation.
     config.num_epochs = 7  # training length in epochs (full passes over the training split)
     config.num_train_steps = -1  # if > 0, stop after this many steps (smoke runs)
-    config.batch_size = 100  # global batch, split across all devices
+    config.batch_size = 80  # global batch, split across all devices (80: any of 1, 2, 4, 8)
     config.eval_batch_size = 200  # global evaluation batch
     config.optimizer = "sgd"  # 'sgd' (momentum, coupled decay: the reference) or 'adamw'
     config.learning_rate = 0.05  # peak learning rate

@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.beta = 0.1
     config.warmup_epochs = 5
     config.attack_steps = 3
+    config.attack_batchnorm = "batch"  # train-mode attacks, as the authors' code runs them
+    config.attack_batchnorm_updates = True
+    config.epsilon_ramp_epochs = 0
     config.attack_step_min = 1 / 255
     config.eval_attack_steps = 10
     config.num_epochs = 30

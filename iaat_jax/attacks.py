@@ -26,7 +26,31 @@ def margin_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     return wrong.max(axis=1) - true_logit
 
 
-ATTACK_LOSSES = {"ce": cross_entropy, "margin": margin_loss}
+def _sorted_logits(logits: jnp.ndarray) -> jnp.ndarray:
+    """Logits [B, C] in descending order per example."""
+    return -jnp.sort(-logits, axis=1)
+
+
+def dlr_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Croce and Hein's difference of logits ratio [B]: -(z_y - max_{i != y} z_i) /
+    (z_pi1 - z_pi3), invariant to shifts and scales of the logits (needs >= 3 classes)."""
+    logits = logits.astype(jnp.float32)
+    ranked = _sorted_logits(logits)
+    return margin_loss(logits, labels) / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+
+
+def targeted_dlr_loss(logits: jnp.ndarray, labels: jnp.ndarray, targets: jnp.ndarray):
+    """Targeted DLR [B]: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) (needs >= 4 classes)."""
+    logits = logits.astype(jnp.float32)
+    ranked = _sorted_logits(logits)
+    true_logit = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+    target_logit = jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
+    scale = ranked[:, 0] - (ranked[:, 2] + ranked[:, 3]) / 2 + 1e-12
+    return (target_logit - true_logit) / scale
+
+
+ATTACK_LOSSES = {"ce": cross_entropy, "margin": margin_loss, "dlr": dlr_loss}
+APGD_LOSSES = ("ce", "dlr", "dlr_targeted")
 
 
 def pgd_step_size(epsilon, num_steps: int, step_min: float):
@@ -75,13 +99,157 @@ def pgd_attack(
     `unroll` writes the steps out one after another instead of as an XLA while loop: 5-8x
     faster on CPU (README "Performance"), at the price of a longer compile.
     """
+    carrying_loss = lambda x, y, carry: (loss_fn(x, y), carry)
+    adversarial, _ = pgd_attack_carrying(
+        carrying_loss, images, labels, epsilon, step_size, num_steps, keys, (), unroll
+    )
+    return adversarial
+
+
+def pgd_attack_carrying(
+    loss_fn: Callable,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    epsilon: jnp.ndarray,
+    step_size: jnp.ndarray,
+    num_steps: int,
+    keys: jax.Array,
+    carry,
+    unroll: bool = False,
+):
+    """PGD as `pgd_attack`, threading `carry` through every forward pass of the loss:
+    `loss_fn(x, y, carry) -> (losses [B], new carry)`. Returns (adversarial, final carry).
+
+    The carry is how BatchNorm running statistics follow the authors' train-mode attacks,
+    updated once per attack iteration.
+    """
     images = images.astype(jnp.float32)
     step = _per_example(step_size, images)
-    total_loss_grad = jax.grad(lambda x: loss_fn(x, labels).sum())
 
-    def ascend(_, adversarial):
-        gradient = total_loss_grad(adversarial).astype(jnp.float32)
-        return project(adversarial + step * jnp.sign(gradient), images, epsilon)
+    def total_loss(x, carry):
+        losses, new_carry = loss_fn(x, labels, carry)
+        return losses.sum(), new_carry
+
+    loss_grad = jax.grad(total_loss, has_aux=True)
+
+    def ascend(_, state):
+        adversarial, carry = state
+        gradient, carry = loss_grad(adversarial, carry)
+        ascended = adversarial + step * jnp.sign(gradient.astype(jnp.float32))
+        return project(ascended, images, epsilon), carry
 
     start = random_start(images, epsilon, keys)
-    return jax.lax.fori_loop(0, num_steps, ascend, start, unroll=unroll)
+    return jax.lax.fori_loop(0, num_steps, ascend, (start, carry), unroll=unroll)
+
+
+def apgd_checkpoints(num_steps: int) -> list[tuple[int, int]]:
+    """APGD's step-size reviews: (iteration, window) pairs, as Croce and Hein's code spaces
+    them: the first after 22% of the iterations, each window 3% shorter, never under 6%."""
+    window = max(int(0.22 * num_steps), 1)
+    shrink, shortest = max(int(0.03 * num_steps), 1), max(int(0.06 * num_steps), 1)
+    reviews, since = [], 0
+    for iteration in range(num_steps):
+        since += 1
+        if since == window:
+            reviews.append((iteration, window))
+            since, window = 0, max(window - shrink, shortest)
+    return reviews
+
+
+def apgd_attack(
+    logits_fn: Callable[[jnp.ndarray], jnp.ndarray],
+    loss: LossFn,
+    images: jnp.ndarray,
+    labels: jnp.ndarray,
+    epsilon: jnp.ndarray,
+    num_steps: int,
+    keys: jax.Array,
+    unroll: bool = False,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Auto-PGD (Croce and Hein 2020) in L-inf at a radius per example [B].
+
+    From a random start: step size 2 eps, momentum 0.75, and at each review (apgd_checkpoints)
+    the step size is halved and the search restarts from the best point wherever the loss rose
+    in at most 75% of the window's iterations, or the best loss has not improved since the last
+    review without a halving there. `loss(logits, labels) -> [B]` is ascended. Returns (the
+    adversarial: the first misclassified iterate, else the best-loss one; [B] bool: some
+    iterate was misclassified).
+    """
+    images = images.astype(jnp.float32)
+    eps = _per_example(epsilon, images)
+    momentum, rise_fraction = 0.75, 0.75
+    reviews = apgd_checkpoints(num_steps)
+    is_review = jnp.zeros(num_steps, bool).at[jnp.array([i for i, _ in reviews])].set(True)
+    window = (
+        jnp.zeros(num_steps)
+        .at[jnp.array([i for i, _ in reviews])]
+        .set(jnp.array([w for _, w in reviews], jnp.float32))
+    )
+
+    def loss_logits_grad(x):
+        def total(x):
+            logits = logits_fn(x)
+            return loss(logits, labels).sum(), (loss(logits, labels), logits)
+
+        grad, (losses, logits) = jax.grad(total, has_aux=True)(x)
+        return losses, jnp.argmax(logits, axis=-1) != labels, grad.astype(jnp.float32)
+
+    def where(flags, a, b):  # per-example choice between two [B, ...] arrays
+        return jnp.where(flags.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    start = random_start(images, epsilon, keys)
+    losses, wrong, grad = loss_logits_grad(start)
+    state = {
+        "x": start,
+        "x_prev": start,
+        "grad": grad,
+        "loss": losses,
+        "best_x": start,
+        "best_grad": grad,
+        "best_loss": losses,
+        "fooled": wrong,
+        "fool_x": start,
+        "step": 2.0 * eps,
+        "rises": jnp.zeros_like(losses),
+        "best_at_review": losses,
+        "halved_at_review": jnp.ones_like(wrong),
+    }
+
+    def iterate(i, s):
+        x, step = s["x"], s["step"]
+        pull = 1.0 if num_steps == 1 else jnp.where(i == 0, 1.0, momentum)
+        z = project(x + step * jnp.sign(s["grad"]), images, epsilon)
+        new_x = project(x + pull * (z - x) + (1 - pull) * (x - s["x_prev"]), images, epsilon)
+        losses, wrong, grad = loss_logits_grad(new_x)
+        better = losses > s["best_loss"]
+        s = dict(
+            s,
+            x=new_x,
+            x_prev=x,
+            grad=grad,
+            loss=losses,
+            best_x=where(better, new_x, s["best_x"]),
+            best_grad=where(better, grad, s["best_grad"]),
+            best_loss=jnp.where(better, losses, s["best_loss"]),
+            fool_x=where(wrong & ~s["fooled"], new_x, s["fool_x"]),
+            fooled=s["fooled"] | wrong,
+            rises=s["rises"] + (losses > s["loss"]),
+        )
+        few_rises = s["rises"] <= rise_fraction * window[i]
+        stalled = ~s["halved_at_review"] & (s["best_at_review"] >= s["best_loss"])
+        halve = is_review[i] & (few_rises | stalled)
+        reviewed = {
+            "step": where(halve, step / 2, step),
+            "x": where(halve, s["best_x"], s["x"]),
+            "grad": where(halve, s["best_grad"], s["grad"]),
+            "rises": jnp.zeros_like(s["rises"]),
+            "best_at_review": s["best_loss"],
+            "halved_at_review": halve,
+        }
+        return {
+            k: jnp.where(is_review[i], reviewed[k], v) if k in reviewed else v for k, v in s.items()
+        }
+
+    final = jax.lax.fori_loop(0, num_steps, iterate, state, unroll=unroll)
+    adversarial = where(final["fooled"], final["fool_x"], final["best_x"])
+    return adversarial, final["fooled"]

@@ -71,7 +71,7 @@ def step_flops(
     unrolled = config.copy_and_resolve_references()
     with unrolled.unlocked():
         unrolled.attack_unroll = True
-    train_step = step_lib.make_train_step(model, unrolled, mesh, epochs=(epoch,))
+    train_step = step_lib.make_train_step(model, unrolled, mesh, (epoch,), steps_per_epoch=1)
     lowered = train_step.jitted[train_step.adapting(epoch)].lower(*args)
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
@@ -141,7 +141,7 @@ def benchmark_method(
             "table_size": data.num_train,
             "table_seconds_per_step": table_seconds_per_step(data.num_train, config.batch_size),
         }
-    train_step = step_lib.make_train_step(parts.model, config, mesh, epochs=(epoch,))
+    train_step = step_lib.make_train_step(parts.model, config, mesh, (epoch,), data.steps_per_epoch)
     compile_seconds = train_step.compile(*args)
 
     feed, state = TableFeed(train_step, table, mesh, key), parts.state

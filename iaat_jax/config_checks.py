@@ -7,7 +7,7 @@ import uuid
 import ml_collections
 from etils import epath
 
-from iaat_jax import files
+from iaat_jax import attacks, files
 from iaat_jax.datasets import DATASETS
 from iaat_jax.models import MODELS
 
@@ -76,6 +76,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         ("attack_steps", 1),
         ("eval_attack_steps", 1),
         ("warmup_epochs", 0),
+        ("epsilon_ramp_epochs", 0),
         ("gamma", 0.0),
         ("attack_step_min", 0.0),
         ("learning_rate", 0.0),
@@ -83,12 +84,30 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         ("lr_warmup_epochs", 0),
         ("checkpoint_every_steps", 0),
         ("checkpoints_to_keep", 1),
+        ("sweep_apgd_steps", 1),
     ):
         _at_least(config, name, minimum)
     if config.method == "iaat" and config.warmup_epochs > config.num_epochs:
         raise ConfigError(
             f"config.warmup_epochs={config.warmup_epochs} exceeds "
             f"config.num_epochs={config.num_epochs}: use fewer warm-up epochs or more epochs"
+        )
+    if config.attack_batchnorm_updates and config.attack_batchnorm != "batch":
+        raise ConfigError(
+            "config.attack_batchnorm_updates=True needs batch statistics in the attacks: "
+            "add --config.attack_batchnorm=batch (or drop the updates)"
+        )
+    for loss in config.sweep_losses:
+        _one_of("sweep_losses entry", loss, sorted(attacks.ATTACK_LOSSES))
+    for loss in config.sweep_apgd_losses:
+        _one_of("sweep_apgd_losses entry", loss, attacks.APGD_LOSSES)
+    num_classes = DATASETS[config.dataset].num_classes
+    if "dlr_targeted" in config.sweep_apgd_losses and not (
+        1 <= config.sweep_apgd_targets <= num_classes - 1
+    ):
+        raise ConfigError(
+            f"config.sweep_apgd_targets={config.sweep_apgd_targets} must be in "
+            f"[1, {num_classes - 1}]: {config.dataset} has {num_classes} classes"
         )
     if config.epsilon_max is not None and config.epsilon_max < 0:
         raise ConfigError(f"config.epsilon_max={config.epsilon_max} must be >= 0 (or unset)")

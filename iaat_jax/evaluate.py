@@ -1,8 +1,10 @@
-"""Robust evaluation: PGD over a sweep of test radii, CE and margin losses, random restarts.
+"""Robust evaluation over a sweep of test radii: PGD (CE and margin losses, random restarts) and
+optionally APGD-CE and targeted APGD-DLR, the white-box part of AutoAttack (not AutoAttack).
 
 An example counts as robust at a radius only if it survives every attack run at that radius
-(all losses, all restarts): that per-example worst case is the headline number. `evaluate_run`
-restores a run's latest checkpoint and writes `<workdir>/eval.json` and TensorBoard scalars.
+(all attacks, losses, restarts and targets): that per-example worst case is the headline
+number. `evaluate_run` restores a run's latest checkpoint and writes `<workdir>/eval.json` and
+TensorBoard scalars.
 """
 
 import dataclasses
@@ -26,13 +28,18 @@ from iaat_jax.checkpoint import Checkpointer
 
 @dataclasses.dataclass(frozen=True)
 class Attack:
-    """One L-inf PGD attack of the evaluation."""
+    """One L-inf attack of the evaluation: PGD, or APGD (whose step size adapts from 2 eps)."""
 
-    loss: str  # 'ce' or 'margin'
+    loss: str  # pgd: 'ce', 'margin' or 'dlr'; apgd: also 'dlr_targeted'
     epsilon: float
     steps: int
-    step_size: float
-    restarts: int = 1
+    step_size: float  # pgd only
+    restarts: int = 1  # dlr_targeted: one run per target class (runner-up first)
+    algorithm: str = "pgd"  # 'pgd' or 'apgd'
+
+    @property
+    def name(self) -> str:
+        return f"{self.algorithm}-{self.loss}"
 
     @classmethod
     def with_training_step_size(
@@ -63,6 +70,10 @@ def sweep_attacks(config: ml_collections.ConfigDict) -> list[Attack]:
             if config.sweep_step_size:
                 attack = dataclasses.replace(attack, step_size=config.sweep_step_size)
             attack_list.append(attack)
+        for loss in config.sweep_apgd_losses if eps > 0 else ():
+            runs = config.sweep_apgd_targets if loss == "dlr_targeted" else config.sweep_restarts
+            attack = Attack(loss, float(eps), config.sweep_apgd_steps, 2 * float(eps), runs, "apgd")
+            attack_list.append(attack)
     return attack_list
 
 
@@ -89,7 +100,11 @@ def measure(
     before the next is read, so the data is read once. `unroll`: unrolled PGD loops.
     """
     eval_steps = {
-        (a.loss, a.steps): step_lib.make_eval_step(model, mesh, a.loss, a.steps, unroll)
+        (a.algorithm, a.loss, a.steps): (
+            step_lib.make_apgd_eval_step(model, mesh, a.loss, a.steps, unroll)
+            if a.algorithm == "apgd"
+            else step_lib.make_eval_step(model, mesh, a.loss, a.steps, unroll)
+        )
         for a in attack_list
     }
     totals = np.zeros(2 + len(attack_list))  # examples, clean-correct, robust per attack
@@ -110,11 +125,15 @@ def measure(
             radius = np.full(mask.shape, attack.epsilon, np.float32)
             size = np.full(mask.shape, attack.step_size, np.float32)
             radius, size = sharding.shard_rows(radius, mesh), sharding.shard_rows(size, mesh)
+            eval_step = eval_steps[(attack.algorithm, attack.loss, attack.steps)]
             for restart in range(attack.restarts):
                 restart_key = jax.random.fold_in(jax.random.fold_in(key, number), restart)
-                flags = eval_steps[(attack.loss, attack.steps)](
-                    state, device_batch, radius, size, sharding.replicate(restart_key, mesh)
-                )
+                restart_key = sharding.replicate(restart_key, mesh)
+                if attack.algorithm == "apgd":  # restart r of targeted DLR: target ranked r + 1
+                    rank = sharding.replicate(np.int32(restart + 1), mesh)
+                    flags = eval_step(state, device_batch, radius, restart_key, rank)
+                else:
+                    flags = eval_step(state, device_batch, radius, size, restart_key)
                 clean = sharding.local_rows(flags["clean"])
                 robust = robust * sharding.local_rows(flags["robust"])
             totals[2 + number] += np.sum(robust * mask)
@@ -138,14 +157,14 @@ def measure(
         "num_examples": int(count),
         "clean_accuracy": totals[1] / count,
         "attacks": [
-            dict(dataclasses.asdict(a), robust_accuracy=totals[2 + i] / count)
+            dict(dataclasses.asdict(a), name=a.name, robust_accuracy=totals[2 + i] / count)
             for i, a in enumerate(attack_list)
         ],
         "worst_case": [
             {
                 "epsilon": eps,
                 "robust_accuracy": worst_totals[i] / count,
-                "losses": sorted({a.loss for a in attack_list if a.epsilon == eps}),
+                "attacks": sorted({a.name for a in attack_list if a.epsilon == eps}),
                 "restarts": max(a.restarts for a in attack_list if a.epsilon == eps),
             }
             for i, eps in enumerate(epsilons)

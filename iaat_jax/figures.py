@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-from iaat_jax.runs import Run  # noqa: E402
+from iaat_jax.runs import Run, group_by_setting  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -28,38 +28,67 @@ def frontier_gap(pgd_points: list[tuple[float, float]], robust: float, clean: fl
     return clean - float(np.interp(robust, robust_values, clean_values))
 
 
+def _group_point(group: list[Run], test_epsilon: float):
+    """(mean robust, mean clean, sd robust, sd clean) over a setting's seeds that have both."""
+    points = [(r.robust_accuracy(test_epsilon), r.clean_accuracy()) for r in group]
+    points = [p for p in points if None not in p]
+    if not points:
+        return None
+    robust, clean = np.array(points).T
+    spread = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    return float(robust.mean()), float(clean.mean()), spread(robust), spread(clean)
+
+
 def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> list[str]:
-    """pareto.png; returns a line per IAAT run saying whether it is beyond the frontier."""
+    """pareto.png; returns a line per IAAT setting saying whether it is beyond the frontier.
+
+    A setting run with several seeds is drawn at its mean with one-standard-deviation bars,
+    each seed as a small dot (a run that did not train included); the frontier joins the
+    non-dominated fixed-radius means.
+    """
     figure, axis = plt.subplots(figsize=(6, 5))
-    pgd, verdicts = [], []
-    for run in runs:
-        clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon)
-        if clean is None or robust is None:
-            warn(f"pareto.png: {run.name} has no robust accuracy at eps {test_epsilon:.4g}")
+    pgd, iaat, verdicts = [], [], []
+    style = {
+        "iaat": ("*", 14, "tab:red"),
+        "clean": ("s", 8, "tab:gray"),
+        "pgd": ("o", 7, "tab:blue"),
+    }
+    for group in group_by_setting(runs):
+        point = _group_point(group, test_epsilon)
+        if point is None:
+            warn(f"pareto.png: {group[0].name} has no robust accuracy at eps {test_epsilon:.4g}")
             continue
-        if run.method == "pgd":
-            pgd.append((robust, clean, run.train_epsilon))
-        else:
-            style = {"iaat": ("*", 14, "tab:red"), "clean": ("s", 8, "tab:gray")}
-            marker, size, color = style.get(run.method, ("o", 8, "k"))
-            axis.plot(
-                robust,
-                clean,
-                marker,
-                markersize=size,
-                color=color,
-                linestyle="none",
-                label=f"{run.method.upper()} {run.name}",
+        method, seeds = group[0].method, len(group)
+        marker, size, color = style.get(method, ("o", 8, "k"))
+        name = group[0].name if seeds == 1 else f"{group[0].name} ({seeds} seeds)"
+        for run in group if seeds > 1 else ():
+            clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon)
+            if clean is not None and robust is not None:
+                axis.plot(robust, clean, ".", color=color, alpha=0.4)
+        axis.errorbar(
+            point[0],
+            point[1],
+            xerr=point[2],
+            yerr=point[3],
+            fmt=marker,
+            markersize=size,
+            color=color,
+            label=None if method == "pgd" else f"{method.upper()} {name}",
+        )
+        if method == "pgd":
+            pgd.append(point)
+            axis.annotate(
+                f"eps {group[0].train_epsilon:.3g}",
+                (point[0], point[1]),
+                textcoords="offset points",
+                xytext=(5, -12),
+                fontsize=8,
             )
+        elif method == "iaat":
+            iaat.append((name, point))
     if pgd:
         front = pareto_front([(p[0], p[1]) for p in pgd])
-        axis.plot(
-            [p[0] for p in pgd],
-            [p[1] for p in pgd],
-            "o",
-            color="tab:blue",
-            label="PGD-AT at a fixed eps",
-        )
+        axis.plot([], [], "o", color="tab:blue", label="PGD-AT at a fixed eps")
         axis.plot(
             [p[0] for p in front],
             [p[1] for p in front],
@@ -67,23 +96,14 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
             color="tab:blue",
             label="fixed-eps frontier (non-dominated runs)",
         )
-        for robust, clean, eps in pgd:
-            axis.annotate(
-                f"eps {eps:.3g}",
-                (robust, clean),
-                textcoords="offset points",
-                xytext=(5, -12),
-                fontsize=8,
+        for name, (robust, clean, robust_sd, clean_sd) in iaat:
+            gap = frontier_gap([(p[0], p[1]) for p in pgd], robust, clean)
+            where = "beyond" if gap > 0 else "not beyond"
+            spread = f" (sd {clean_sd:.3f} / {robust_sd:.3f})" if robust_sd or clean_sd else ""
+            verdicts.append(
+                f"{name}: clean {clean:.3f}, robust {robust:.3f}{spread} at eps "
+                f"{test_epsilon:.4g} -> {where} the fixed-eps frontier ({gap:+.3f} clean accuracy)"
             )
-        for run in runs:
-            clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon)
-            if run.method == "iaat" and clean is not None and robust is not None:
-                gap = frontier_gap([(p[0], p[1]) for p in pgd], robust, clean)
-                where = "beyond" if gap > 0 else "not beyond"
-                verdicts.append(
-                    f"{run.name}: clean {clean:.3f}, robust {robust:.3f} at eps {test_epsilon:.4g}"
-                    f" -> {where} the fixed-eps frontier ({gap:+.3f} clean accuracy)"
-                )
     else:
         warn("pareto.png: no PGD run, so no frontier is drawn")
     axis.set(

@@ -5,7 +5,13 @@ Colab and tests call `train.train_and_evaluate(config, workdir)` directly.
 """
 
 import logging as python_logging
+import os
 import sys
+
+# TensorFlow (tf.data only) stays quiet: no C++ INFO/WARNING lines, no oneDNN notice; its
+# oneDNN kernels matter for float maths, which tf.data here does not do
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax
 from absl import app, flags, logging
@@ -40,10 +46,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries(python_logging.Filter):
-    """Keep orbax's per-save INFO chatter off the console; its warnings still show."""
+    """Keep the libraries' chatter off the console: orbax's and TFDS's INFO lines, TensorFlow's
+    deprecation notes, and JAX's note that there is no TPU on a CPU or GPU machine."""
 
     def filter(self, record: python_logging.LogRecord) -> bool:
-        return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
+        path = record.pathname
+        if "Unable to initialize backend" in str(record.msg):
+            return False
+        if "/tensorflow/" in path and path.endswith("deprecation.py"):
+            return False
+        chatty = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/", "/absl/logging/")
+        return record.levelno >= python_logging.WARNING or not any(c in path for c in chatty)
 
 
 def main(argv: list[str]) -> None:
@@ -57,12 +70,13 @@ def main(argv: list[str]) -> None:
             process_id=FLAGS.process_id,
         )
     logging.info(
-        "JAX process %d/%d, %d local / %d global devices (%s).",
-        jax.process_index(),
-        jax.process_count(),
-        jax.local_device_count(),
+        "%s: %d devices (%s) on %d hosts; this is host %d with %d of them.",
+        FLAGS.mode,
         jax.device_count(),
-        jax.default_backend(),
+        jax.devices()[0].device_kind,
+        jax.process_count(),
+        jax.process_index(),
+        jax.local_device_count(),
     )
     try:
         if FLAGS.mode == "train":

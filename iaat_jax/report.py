@@ -16,7 +16,7 @@ import numpy as np
 from etils import epath
 
 from iaat_jax import figures
-from iaat_jax.runs import ReportError, Run, load_run
+from iaat_jax.runs import ReportError, Run, group_by_setting, load_run, trained
 
 
 def _first_iaat_with_table(runs: list[Run], figure_name: str, warn) -> Run | None:
@@ -27,20 +27,56 @@ def _first_iaat_with_table(runs: list[Run], figure_name: str, warn) -> Run | Non
     return None
 
 
+def _mean_spread(values: list[float | None]) -> str:
+    """'mean ± sd (min-max)' over the values that exist; '-' if none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return (
+        f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} "
+        f"({min(values):.3f}-{max(values):.3f})"
+    )
+
+
+def seed_table(runs: list[Run], test_epsilon: float) -> list[str]:
+    """Markdown rows: each setting over its seeds, runs that did not train counted in."""
+    header = "| setting | seeds | did not train | clean | robust @ " + f"{test_epsilon:.4g} |"
+    lines = [header, "| --- | --- | --- | --- | --- |"]
+    for group in group_by_setting(runs):
+        first = group[0]
+        train_eps = "" if first.method == "clean" else f" eps {first.train_epsilon:.4g}"
+        failed = [r.name for r in group if not trained(r)]
+        lines.append(
+            f"| {first.method}{train_eps} ({', '.join(r.name for r in group)}) | {len(group)} | "
+            f"{', '.join(failed) or 'none'} | {_mean_spread([r.clean_accuracy() for r in group])}"
+            f" | {_mean_spread([r.robust_accuracy(test_epsilon) for r in group])} |"
+        )
+    return lines
+
+
 def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out) -> None:
-    header = ["run", "method", "train eps", "clean"] + [f"robust @ {e:.4g}" for e in test_epsilons]
+    header = ["run", "method", "train eps", "seed", "clean"]
+    header += [f"robust @ {e:.4g}" for e in test_epsilons]
     lines = ["# IAAT report", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run in runs:
         train_eps = "-" if run.method == "clean" else f"{run.train_epsilon:.4g}"
-        cells = [run.name, run.method, train_eps]
-        cells.append(_fmt(run.clean_accuracy()))
+        cells = [run.name, run.method, train_eps, str(run.config.get("seed", "?"))]
+        clean = _fmt(run.clean_accuracy())
+        cells.append(clean if trained(run) else f"{clean} (did not train)")
         cells += [_fmt(run.robust_accuracy(e)) for e in test_epsilons]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "Robust accuracy is the per-example worst case over the attacks of each run's",
         "eval.json (settings there); without one, the last epoch's PGD evaluation at the",
-        "run's own eps.",
+        "run's own eps. A run whose clean accuracy stayed under twice chance is marked as",
+        "not trained and still counted below.",
+        "",
+        "## Over seeds (mean ± standard deviation, min-max)",
+        "",
+        *seed_table(runs, test_epsilon),
         "",
         f"## Beyond the frontier? (test eps {test_epsilon:.4g})",
         "",

@@ -51,6 +51,30 @@ class Run:
         return None
 
 
+# config fields that differ between the seeds of one setting without changing the setting
+_NOT_THE_SETTING = ("seed", "data_dir", "num_train_steps")
+
+
+def setting_of(run: Run) -> str:
+    """The run's setting: its config without the seed (seeds of one setting share it)."""
+    config = {k: v for k, v in run.config.items() if k not in _NOT_THE_SETTING}
+    return json.dumps(config, sort_keys=True)
+
+
+def group_by_setting(runs: list[Run]) -> list[list[Run]]:
+    """Runs grouped by setting (the seeds of one experiment), in first-seen order."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(setting_of(run), []).append(run)
+    return list(groups.values())
+
+
+def trained(run: Run, num_classes: int = 10) -> bool:
+    """False for a run whose clean accuracy stayed near chance (under 2 / num_classes)."""
+    clean = run.clean_accuracy()
+    return clean is None or clean >= 2.0 / num_classes
+
+
 def _json_lines(path: str) -> list[dict]:
     records = []
     for number, line in enumerate(files.read_text(path).splitlines(), start=1):

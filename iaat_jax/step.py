@@ -6,12 +6,14 @@ use `lax.pmean` (axis_name='data'); parameter gradients are summed over devices 
 autodiff (replicated params are implicitly broadcast, and that broadcast transposes to a psum),
 so each device's loss is its share of the global mean, sum(loss_i) / global_batch.
 
-BatchNorm during attacks (a deliberate choice, README "BatchNorm in attacks"): by default
-(config.attack_batchnorm='running') the clean check, the radius probes and the training attack
-use the running statistics, so an example's attack and radius depend only on that example and the
-model, not on its batch-mates; results are identical for any device count, and the 30 attack
-iterations need no cross-device traffic. 'batch' is the reference's behaviour: batch statistics
-averaged over the global batch (running statistics are still updated only by the loss pass).
+BatchNorm during attacks (README "BatchNorm in attacks"): with config.attack_batchnorm='batch'
+(the authors', the paper configs') the clean check, the radius probes and the training attack
+normalise with batch statistics averaged over the global batch, and with
+attack_batchnorm_updates every one of those passes also updates the running statistics, as a
+PyTorch train-mode forward does (34 updates per IAAT step after warm-up, 12 in warm-up, 11 per
+PGD-AT step). 'running' (the default config) uses the running statistics instead, so an
+example's attack and radius depend only on that example and the model, and the attack
+iterations need no cross-device traffic. Every mode gives the same result on any device count.
 """
 
 import functools
@@ -43,52 +45,84 @@ def _global_mean(values: jnp.ndarray, global_count) -> jnp.ndarray:
     return jax.lax.psum(values.astype(jnp.float32).sum(), DATA_AXIS) / global_count
 
 
+def fixed_radius(config: ml_collections.ConfigDict, step, ramp_steps: int):
+    """PGD-AT's radius at `step` (0-based): config.epsilon, reached by a linear ramp from
+    epsilon / ramp_steps over the first `ramp_steps` steps (0: no ramp)."""
+    if not ramp_steps:
+        return jnp.float32(config.epsilon)
+    return config.epsilon * jnp.minimum(1.0, (step + 1) / ramp_steps).astype(jnp.float32)
+
+
 def _device_train_step(
-    model: nn.Module, config: ml_collections.ConfigDict, adapting: bool
+    model: nn.Module, config: ml_collections.ConfigDict, adapting: bool, ramp_steps: int
 ) -> Callable:
     """The per-device step of config.method; for IAAT, its warm-up or (adapting) its
     adaptation phase."""
     steps, step_min = config.attack_steps, config.attack_step_min
     unroll = experiment.unroll_attacks(config)
+    batch_mode = config.attack_batchnorm == "batch"
+    updating = batch_mode and config.attack_batchnorm_updates
 
     def device_step(state: TrainState, batch: DeviceBatch, eps_prev, key):
         images, labels, ids = batch["image"], batch["label"], batch["id"]
         key = jax.random.fold_in(key, state.step)  # a fresh key per step, replayable on resume
         global_batch = images.shape[0] * jax.lax.axis_size(DATA_AXIS)
 
-        def logits_fn(x):  # the model as the attacks see it; running statistics left untouched
-            if config.attack_batchnorm == "running":
-                return model.apply(state.variables, x, train=False)
-            return model.apply(state.variables, x, train=True, mutable=["batch_stats"])[0]
+        def forward(x, stats):
+            """Logits as the attacks see the model, and the running statistics after the pass:
+            updated as a PyTorch train-mode pass would only with attack_batchnorm_updates."""
+            if not batch_mode:
+                return model.apply(state.variables, x, train=False), stats
+            variables = {"params": state.params, "batch_stats": stats}
+            logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            return logits, updates["batch_stats"] if updating else stats
 
-        def attacked(radius, stream):  # PGD-k at radius [B] from the stream's per-example noise
+        def correct(x, stats):  # ([B] bool: classified correctly, statistics after the pass)
+            logits, stats = forward(x, stats)
+            return jnp.argmax(logits, axis=-1) == labels, stats
+
+        def attacked(radius, stream, stats):  # PGD-k at radius [B], the stream's noise
+            def loss_fn(x, y, stats):
+                logits, stats = forward(x, stats)
+                return attacks.cross_entropy(logits, y), stats
+
             size = attacks.pgd_step_size(radius, steps, step_min)
-            loss_fn = lambda x, y: attacks.cross_entropy(logits_fn(x), y)
             keys = attacks.example_keys(key, stream, ids)
-            return attacks.pgd_attack(loss_fn, images, labels, radius, size, steps, keys, unroll)
+            return attacks.pgd_attack_carrying(
+                loss_fn, images, labels, radius, size, steps, keys, stats, unroll
+            )
 
-        clean_correct = _correct(logits_fn, images, labels)
+        # the authors' order of passes (it sets the weights of the running-statistics updates):
+        # clean check (IAAT only), both probe attacks, both probe checks, training attack, loss
+        clean_correct, checked_stats = correct(images, state.batch_stats)
+        stats = checked_stats if config.method == "iaat" else state.batch_stats
         if config.method == "clean":
             radius = eps_prev
         elif config.method == "pgd":
-            radius = jnp.full_like(eps_prev, config.epsilon)
+            radius = jnp.full_like(eps_prev, fixed_radius(config, state.step, ramp_steps))
         elif not adapting:
             radius = epsilon.warmup_radius(clean_correct, config.epsilon)
         else:
+            at_prev, stats = attacked(eps_prev, _PROBE_PREV, stats)
+            at_high, stats = attacked(eps_prev + config.gamma, _PROBE_HIGH, stats)
+            prev_correct, stats = correct(at_prev, stats)
+            high_correct, stats = correct(at_high, stats)
             radius = epsilon.adapted_radius(
                 eps_prev,
                 clean_correct,
-                _correct(logits_fn, attacked(eps_prev, _PROBE_PREV), labels),
-                _correct(logits_fn, attacked(eps_prev + config.gamma, _PROBE_HIGH), labels),
+                prev_correct,
+                high_correct,
                 gamma=config.gamma,
                 beta=config.beta,
                 eps_max=config.epsilon_max,
             )
-        inputs = images if config.method == "clean" else attacked(radius, _TRAIN_ATTACK)
+        inputs = images
+        if config.method != "clean":
+            inputs, stats = attacked(radius, _TRAIN_ATTACK, stats)
 
         def training_loss(params):
             logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
+                {"params": params, "batch_stats": stats},
                 inputs,
                 train=True,
                 mutable=["batch_stats"],
@@ -115,7 +149,8 @@ class TrainStep:
 
     batch: image [B, H, W, C] float32, label [B] int32, id [B] int32, sharded on 'data';
     eps_prev [B] sharded the same way; key (the run's base key, into which the step number is
-    folded) replicated; epoch a Python int. State and eps_prev are donated.
+    folded) replicated; epoch a Python int. State and eps_prev are donated. PGD-AT's radius
+    ramp, if any, runs over config.epsilon_ramp_epochs * steps_per_epoch steps.
 
     IAAT has two programs, warm-up and adaptation, chosen on the host by the epoch: a lax.cond
     between them ran the attacks inside it 3.7x slower on CPU (README "Performance"). The first
@@ -124,15 +159,25 @@ class TrainStep:
     """
 
     def __init__(
-        self, model: nn.Module, config: ml_collections.ConfigDict, mesh: Mesh, epochs=None
+        self,
+        model: nn.Module,
+        config: ml_collections.ConfigDict,
+        mesh: Mesh,
+        epochs=None,
+        steps_per_epoch: int = 0,
     ):
         self.warmup_epochs = config.warmup_epochs if config.method == "iaat" else 0
+        ramp_steps = 0
+        if config.method == "pgd" and config.epsilon_ramp_epochs:
+            if not steps_per_epoch:
+                raise ValueError("config.epsilon_ramp_epochs needs the steps_per_epoch")
+            ramp_steps = max(int(config.epsilon_ramp_epochs * steps_per_epoch), 1)
         replicated, by_row = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
         epochs = (0, self.warmup_epochs) if epochs is None else epochs  # None: every program
         self.jitted = {}
         for adapting in sorted({self.adapting(epoch) for epoch in epochs}):
             sharded = jax.shard_map(
-                _device_train_step(model, config, adapting),
+                _device_train_step(model, config, adapting, ramp_steps),
                 mesh=mesh,
                 in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P()),
                 out_specs=(P(), P(DATA_AXIS), P()),
@@ -167,10 +212,15 @@ class TrainStep:
 
 
 def make_train_step(
-    model: nn.Module, config: ml_collections.ConfigDict, mesh: Mesh, epochs=None
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+    epochs=None,
+    steps_per_epoch: int = 0,
 ) -> TrainStep:
-    """The train step of `config` for `epochs` (None: every epoch; see TrainStep)."""
-    return TrainStep(model, config, mesh, epochs)
+    """The train step of `config` for `epochs` (None: every epoch; see TrainStep); PGD-AT's
+    radius ramp (config.epsilon_ramp_epochs) counts steps with `steps_per_epoch`."""
+    return TrainStep(model, config, mesh, epochs, steps_per_epoch)
 
 
 @functools.cache  # one compiled program per (model, mesh, loss, steps): every epoch reuses it
@@ -207,6 +257,47 @@ def make_eval_step(
         device_eval,
         mesh=mesh,
         in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+        out_specs=P(DATA_AXIS),
+    )
+    return jax.jit(sharded)
+
+
+@functools.cache  # one compiled program per (model, mesh, loss, steps)
+def make_apgd_eval_step(
+    model: nn.Module, mesh: Mesh, loss: str, num_steps: int, unroll: bool = False
+) -> Callable:
+    """`apgd_step(state, batch, radius, key, target_rank) -> {clean, robust}` flags [B].
+
+    APGD-`num_steps` (attacks.apgd_attack) on `loss`, a key of attacks.APGD_LOSSES, at a radius
+    per example [B], BatchNorm on running statistics. For 'dlr_targeted' the target of an
+    example is the class of its clean logit ranked `target_rank` (1: the runner-up). An example
+    is robust if it is classified correctly clean and at every iterate of the attack.
+    """
+
+    def device_apgd(state: TrainState, batch: DeviceBatch, radius, key, target_rank):
+        images, labels = batch["image"], batch["label"]
+        logits_fn = lambda x: model.apply(state.variables, x, train=False)
+        clean_logits = logits_fn(images)
+        if loss == "dlr_targeted":
+            ranked = jnp.argsort(-clean_logits, axis=-1)
+            targets = jnp.take(ranked, target_rank, axis=1)
+            loss_fn = lambda logits, y: attacks.targeted_dlr_loss(logits, y, targets)
+        else:
+            loss_fn = attacks.ATTACK_LOSSES[loss]
+        keys = attacks.example_keys(key, _EVAL_ATTACK, batch["id"])
+        _, fooled = attacks.apgd_attack(
+            logits_fn, loss_fn, images, labels, radius, num_steps, keys, unroll
+        )
+        clean = jnp.argmax(clean_logits, axis=-1) == labels
+        return {
+            "clean": clean.astype(jnp.float32),
+            "robust": (clean & ~fooled).astype(jnp.float32),
+        }
+
+    sharded = jax.shard_map(
+        device_apgd,
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
         out_specs=P(DATA_AXIS),
     )
     return jax.jit(sharded)

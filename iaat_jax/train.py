@@ -68,7 +68,9 @@ class TrainingRun:
     def __post_init__(self):
         steps_per_epoch = self.data.steps_per_epoch
         epochs = range(self.first_step // steps_per_epoch, self.total_steps // steps_per_epoch + 1)
-        train_step = step_lib.make_train_step(self.parts.model, self.config, self.mesh, epochs)
+        train_step = step_lib.make_train_step(
+            self.parts.model, self.config, self.mesh, epochs, steps_per_epoch
+        )
         key = sharding.replicate(self.base_key, self.mesh)  # the step folds its number in
         self.feed = TableFeed(train_step, self.table, self.mesh, key)
         self.progress = metrics_log.Progress(self.first_step, self.total_steps)
@@ -273,13 +275,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     try:
         run, state = _start(config, path, lock)
         logging.info(
-            "Training %s on %s: %d examples, %d steps/epoch, %d steps, %d devices.",
+            "Training %s on %s (%d examples) in %s: steps %d to %d (%d per epoch, %d epochs), "
+            "global batch %d on %d devices of %d hosts.",
             config.method,
             config.dataset,
             run.data.num_train,
-            run.data.steps_per_epoch,
+            workdir,
+            run.first_step,
             run.total_steps,
+            run.data.steps_per_epoch,
+            config.num_epochs,
+            config.batch_size,
             jax.device_count(),
+            jax.process_count(),
         )
         try:
             return run.train(state)

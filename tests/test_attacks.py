@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iaat_jax import attacks
+from iaat_jax import attacks, models
 from iaat_jax.attacks import cross_entropy, example_keys
 
 B, D, CLASSES = 16, 6, 3
@@ -92,3 +92,38 @@ def test_the_unrolled_attack_computes_what_the_loop_computes():
     unrolled = run(loss_fn, images, labels, radius, size, 5, keys, True)
     np.testing.assert_allclose(np.asarray(unrolled), np.asarray(looped), atol=1e-6)
     assert float(jnp.abs(looped - images).max()) > 0.1  # the attack moved the inputs
+
+
+def test_apgd_reviews_its_step_size_where_croce_and_hein_place_the_checkpoints():
+    # p_0 = 0, p_1 = 0.22, p_(j+1) = p_j + max(p_j - p_(j-1) - 0.03, 0.06): reviews after 22,
+    # 41, 57, 70, 80, 87, 93 and 99 of 100 iterations
+    reviews = attacks.apgd_checkpoints(100)
+    assert [iteration + 1 for iteration, _ in reviews] == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert [window for _, window in reviews] == [22, 19, 16, 13, 10, 7, 6, 6]
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr", "dlr_targeted"])
+def test_apgd_stays_inside_each_ball_and_beats_its_random_start(loss):
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.random((B, 28, 28, 1), dtype=np.float32))
+    eps = jnp.asarray(rng.uniform(0.0, 0.02, B).astype(np.float32))
+    model = models.create_model("small_cnn", 10)
+    variables = model.init(jax.random.key(0), images, train=False)
+    logits_fn = lambda x: model.apply(variables, x, train=False)
+    labels = jnp.argmax(logits_fn(images), axis=-1)  # every example starts correct
+    targets = jnp.argsort(-logits_fn(images), axis=-1)[:, 1]
+    loss_fn = {
+        "ce": attacks.cross_entropy,
+        "dlr": attacks.dlr_loss,
+        "dlr_targeted": lambda z, y: attacks.targeted_dlr_loss(z, y, targets),
+    }[loss]
+    keys = attacks.example_keys(jax.random.key(1), 0, jnp.arange(B))
+    adversarial, fooled = attacks.apgd_attack(logits_fn, loss_fn, images, labels, eps, 20, keys)
+    distance = jnp.abs(adversarial - images).reshape(B, -1).max(axis=1)
+    assert bool(jnp.all(distance <= eps + 1e-6))
+    assert float(adversarial.min()) >= 0.0 and float(adversarial.max()) <= 1.0
+    start = attacks.random_start(images, eps, keys)
+    gained = loss_fn(logits_fn(adversarial), labels) - loss_fn(logits_fn(start), labels)
+    # the returned point is the best one found (or a misclassified one), never below the start
+    assert bool(jnp.all((gained >= -1e-6) | fooled))
+    assert 0 < int(fooled.sum()) < B and float(gained[~fooled].min()) > 0

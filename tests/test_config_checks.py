@@ -1,7 +1,7 @@
 """Config and workdir checks: one clear error naming the field and the fix, before any work."""
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_config
 
 from iaat_jax import config_checks, train
 
@@ -22,6 +22,8 @@ from iaat_jax import config_checks, train
         ("gamma", float("nan"), "config.gamma=nan is not a finite number"),
         ("learning_rate", float("inf"), "config.learning_rate=inf is not a finite number"),
         ("warmup_epochs", 3, "warmup_epochs=3 exceeds config.num_epochs=2"),
+        ("attack_batchnorm_updates", True, "attack_batchnorm_updates=True needs batch statistics"),
+        ("epsilon_ramp_epochs", -1, "epsilon_ramp_epochs=-1 must be >= 0"),
     ],
 )
 def test_bad_config_is_one_clear_error(fast_config, field, value, message):
@@ -53,3 +55,8 @@ def test_every_field_of_the_default_config_has_a_comment():
         if line.strip().startswith("config.") and "=" in line and "#" not in line
     ]
     assert not undocumented, f"fields without a comment: {undocumented}"
+
+
+@pytest.mark.parametrize("device_count", [1, 2, 4, 8])
+def test_the_default_config_fits_one_two_four_and_eight_devices(device_count):
+    config_checks.validate_config(load_config(), device_count)  # raises if it does not fit

@@ -176,3 +176,75 @@ def test_corruption_accuracy_averages_every_corruption_and_severity(monkeypatch)
         predicted = np.argmax(np.asarray(model.apply(variables, images, train=False)), -1)
         assert accuracy == pytest.approx(np.mean(predicted == 0))
     assert result["mean_accuracy"] == pytest.approx(np.mean(list(result["accuracy"].values())))
+
+
+class FourClassLinear(nn.Module):
+    """Four-class linear classifier (DLR needs 4): again a worst case at a corner of the box."""
+
+    @nn.compact
+    def __call__(self, images, train: bool):
+        del train
+        return nn.Dense(4)(images.reshape(images.shape[0], -1))
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_apgd_reaches_the_brute_force_worst_case_on_a_linear_model(num_devices):
+    rng = np.random.default_rng(4)
+    images = rng.random((N, *SHAPE), dtype=np.float32)
+    model = FourClassLinear()
+    params = model.init(jax.random.key(5), jnp.zeros((1, *SHAPE)), train=False)["params"]
+    labels = np.asarray(jnp.argmax(model.apply({"params": params}, images, train=False), -1))
+    labels = labels.astype(np.int32)
+    mesh = sharding.make_mesh(jax.devices()[:num_devices])
+    epsilons = (0.02, 0.05, 0.1, 0.2)
+    weights, bias = np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_0"]["bias"])
+    expected = [brute_force_robust(weights, bias, images, labels, e).mean() for e in epsilons]
+    assert expected[0] > expected[-1] > 0  # easy and hard radii, not all broken
+    found = {}
+    for loss, runs in (("ce", 1), ("dlr_targeted", 3)):  # 3 targets: every wrong class
+        attack_list = [evaluate.Attack(loss, eps, 20, 2 * eps, runs, "apgd") for eps in epsilons]
+        results = evaluate.measure(
+            sharding.replicate(state_of(model, {"params": params}), mesh),
+            model,
+            mesh,
+            batches_of(images, labels),
+            attack_list,
+            sharding.replicate(jax.random.key(1), mesh),
+        )
+        found[loss] = np.array([row["robust_accuracy"] for row in results["worst_case"]])
+    # no attack can beat the optimum; the targeted one, aimed at each wrong class, reaches it
+    # (CE alone need not: with 4 classes its ascent can aim at the wrong class)
+    assert np.all(found["ce"] >= np.array(expected) - 1e-9)
+    np.testing.assert_allclose(found["dlr_targeted"], expected, atol=1e-9)
+
+
+@pytest.mark.slow  # uses the trained runs (shared fixture) and attacks 400 digits 8 times
+def test_apgd_worst_case_is_never_above_pgd20_on_a_trained_default_model(trained_runs, data_dir):
+    from conftest import load_config
+
+    from iaat_jax import experiment
+
+    workdir, _ = trained_runs["pgd"]
+    config = load_config()
+    config.update(data_dir=data_dir, method="pgd", batch_size=80)
+    data = experiment.data_source(config)
+    mesh = sharding.make_mesh()
+    parts = experiment.create_experiment(config, data, mesh)
+    state, _ = evaluate.restore_latest(workdir, parts.state, data.num_train)
+    key = sharding.replicate(jax.random.key(0), mesh)
+
+    def worst_case(attack_list):
+        batches = itertools.islice(data.eval_batches(), 2)  # 400 test digits
+        results = evaluate.measure(state, parts.model, mesh, batches, attack_list, key)
+        return results["worst_case"][0]["robust_accuracy"]
+
+    eps = 0.2
+    pgd20 = worst_case([evaluate.Attack.with_training_step_size("ce", eps, 20, 0.03)])
+    apgd = worst_case(
+        [
+            evaluate.Attack("ce", eps, 20, 2 * eps, 1, "apgd"),
+            evaluate.Attack("dlr_targeted", eps, 20, 2 * eps, 3, "apgd"),
+        ]
+    )
+    assert 0.1 < pgd20 < 0.9  # a model that is neither broken nor untouched at this radius
+    assert apgd <= pgd20

@@ -17,11 +17,11 @@ def test_fake_data_has_the_true_shapes_classes_and_ids():
 
 
 def test_a_fake_epoch_visits_every_id_of_the_host_once_and_replays():
-    config = load_config()  # mnist5k: 4,000 ids, batch 100
+    config = load_config()  # mnist5k: 4,000 ids, batch 80
     source = fake_data.create_fake_source(config)
     ids = np.concatenate([b["id"] for b in source.train_epoch(3)])
     np.testing.assert_array_equal(np.sort(ids), np.arange(4000))
     again = np.concatenate([b["id"] for b in source.train_epoch(3)])
     np.testing.assert_array_equal(ids, again)
     eval_batch = next(source.eval_batches())
-    assert eval_batch["mask"].sum() == len(eval_batch["label"]) == 100
+    assert eval_batch["mask"].sum() == len(eval_batch["label"]) == 80  # one training-size batch

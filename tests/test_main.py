@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, cli_env
+from conftest import REPO, cli_env, main_command
 
 
 def run_cli(*args, cwd=REPO):
@@ -79,7 +79,7 @@ def test_cli_names_both_numbers_when_the_batch_does_not_split(data_dir, tmp_path
             "--config=configs/default.py",
             f"--workdir={tmp_path}",
             f"--config.data_dir={data_dir}",
-            "--config.batch_size=100",
+            "--config.batch_size=100",  # 100 does not split over 8
         ],
         cwd=REPO,
         env=env,
@@ -112,3 +112,25 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line[:1] not in ("I", "W")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # four short CLI runs, about 25 s each
+@pytest.mark.parametrize("devices", [1, 2, 4, 8])
+def test_the_default_runs_unchanged_on_one_two_four_and_eight_devices(devices, data_dir, tmp_path):
+    result = subprocess.run(
+        main_command(tmp_path, data_dir, "--config.num_train_steps=2"),
+        cwd=REPO,
+        env=cli_env(devices),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    # the console opens with what runs where, and no library noise (libtpu, oneDNN, TFDS)
+    assert f"train: {devices} devices (cpu) on 1 hosts" in lines[0]
+    assert f"in {tmp_path}: steps 0 to 2 (50 per epoch" in lines[1]
+    assert f"global batch 80 on {devices} devices of 1 hosts" in lines[1]
+    noise = ("libtpu", "Unable to initialize backend", "oneDNN", "absl::InitializeLog")
+    assert not [line for line in lines if any(n in line for n in noise)]
+    assert (tmp_path / "checkpoints" / "2").is_dir()

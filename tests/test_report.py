@@ -3,6 +3,7 @@
 import shutil
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from iaat_jax import figures, report
@@ -67,3 +68,19 @@ def test_missing_or_empty_run_directory_is_a_clear_error(tmp_path, capsys):
         assert report.main([str(directory), "--out", str(tmp_path / "out")]) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
+
+
+def test_the_seed_table_gives_mean_spread_and_names_runs_that_did_not_train():
+    from test_runs import run_of
+
+    runs = [
+        run_of("a0", 0, 0.3, 0.92, 0.65),
+        run_of("a1", 1, 0.3, 0.11, 0.10),
+        run_of("a2", 2, 0.3, 0.93, 0.66),
+    ]
+    rows = report.seed_table(runs, 0.3)
+    assert len(rows) == 3  # header, rule, one setting
+    cells = [c.strip() for c in rows[2].strip("|").split("|")]
+    assert cells[1:3] == ["3", "a1"]
+    clean = np.array([0.92, 0.11, 0.93])  # the collapsed seed is in the mean
+    assert cells[3] == f"{clean.mean():.3f} ± {clean.std(ddof=1):.3f} (0.110-0.930)"

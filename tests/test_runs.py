@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from etils import epath
 
-from iaat_jax.runs import ReportError, load_run
+from iaat_jax.runs import ReportError, Run, group_by_setting, load_run, trained
 
 
 def write_run(path, records, sweep=None, table=None):
@@ -60,3 +61,25 @@ def test_a_damaged_metrics_line_or_table_names_the_file_and_line(tmp_path):
     (tmp_path / "other" / "epsilon_table.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
     with pytest.raises(ReportError, match=r"epsilon_table.npy is not a readable .npy array"):
         load_run(str(tmp_path / "other"))
+
+
+def run_of(name, seed, epsilon, clean, robust) -> Run:
+    """A run in memory: a setting (method, epsilon), a seed and its sweep's numbers."""
+    sweep = {
+        "clean_accuracy": clean,
+        "worst_case": [{"epsilon": 0.3, "robust_accuracy": robust}],
+    }
+    config = {"method": "pgd", "epsilon": epsilon, "seed": seed, "data_dir": f"/d{seed}"}
+    return Run(epath.Path(name), config, [], sweep, None)
+
+
+def test_seeds_of_one_setting_are_grouped_and_a_run_that_did_not_train_is_kept():
+    runs = [
+        run_of("a0", 0, 0.3, 0.92, 0.65),
+        run_of("b0", 0, 0.1, 0.98, 0.20),
+        run_of("a1", 1, 0.3, 0.11, 0.10),  # collapsed to chance: reported, not dropped
+        run_of("a2", 2, 0.3, 0.93, 0.66),
+    ]
+    groups = group_by_setting(runs)
+    assert [[r.name for r in g] for g in groups] == [["a0", "a1", "a2"], ["b0"]]
+    assert [trained(r) for r in runs] == [True, True, False, True]

@@ -33,7 +33,7 @@ def one_step(config, num_devices, epoch, eps_prev, batch=None, state=None):
     model, fresh = fresh_state(config)
     state = fresh if state is None else state
     batch = random_batch() if batch is None else batch
-    new_state, eps, metrics = step_lib.make_train_step(model, config, mesh)(
+    new_state, eps, metrics = step_lib.make_train_step(model, config, mesh, steps_per_epoch=10)(
         sharding.replicate(state, mesh),
         sharding.device_batch(batch, mesh),
         sharding.shard_rows(eps_prev, mesh),
@@ -50,10 +50,16 @@ def assert_trees_close(tree_1, tree_8, atol=1e-5):
         np.testing.assert_allclose(np.asarray(leaf_1), np.asarray(leaf_8), atol=atol)
 
 
-@pytest.mark.parametrize("method, epoch", [("iaat", 0), ("iaat", 5), ("pgd", 0), ("clean", 0)])
-def test_eight_devices_match_one_device(fast_config, method, epoch):
+@pytest.mark.parametrize(
+    "method, epoch, batchnorm",
+    [("iaat", 0, "running"), ("iaat", 5, "running"), ("iaat", 5, "batch"), ("pgd", 0, "running")]
+    + [("clean", 0, "running")],
+)
+def test_eight_devices_match_one_device(fast_config, method, epoch, batchnorm):
     assert jax.device_count() == 8
     fast_config.method = method
+    fast_config.attack_batchnorm = batchnorm  # 'batch': the paper configs' mode, with updates
+    fast_config.attack_batchnorm_updates = batchnorm == "batch"
     eps_prev = np.random.default_rng(1).uniform(0, 0.15, B).astype(np.float32)
     state_1, eps_1, metrics_1 = one_step(fast_config, 1, epoch, eps_prev)
     state_8, eps_8, metrics_8 = one_step(fast_config, 8, epoch, eps_prev)
@@ -75,8 +81,50 @@ def test_methods_set_the_radius(fast_config):
     eps_prev = np.random.default_rng(1).uniform(0, 0.15, B).astype(np.float32)
     fast_config.method = "clean"
     np.testing.assert_array_equal(one_step(fast_config, 1, 0, eps_prev)[1], eps_prev)
-    fast_config.method = "pgd"
-    np.testing.assert_allclose(one_step(fast_config, 1, 0, eps_prev)[1], fast_config.epsilon)
+    fast_config.method = "pgd"  # a linear ramp over epsilon_ramp_epochs (2) x 10 steps
+    eps = fast_config.epsilon
+    np.testing.assert_allclose(one_step(fast_config, 1, 0, eps_prev)[1], eps / 20, rtol=1e-6)
+    _, state = fresh_state(fast_config)
+    for step, radius in ((9, eps / 2), (19, eps), (50, eps)):
+        later = state.replace(step=step)
+        new_radii = one_step(fast_config, 1, 0, eps_prev, state=later)[1]
+        np.testing.assert_allclose(new_radii, radius, rtol=1e-6, err_msg=f"step {step}")
+    fast_config.epsilon_ramp_epochs = 0
+    np.testing.assert_allclose(one_step(fast_config, 1, 0, eps_prev)[1], eps, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "method, epoch, batchnorm, updates, passes",
+    [
+        ("iaat", 5, "batch", True, 3 * 2 + 4),  # clean, 2 probes x 2 steps, 2 checks, attack, loss
+        ("iaat", 0, "batch", True, 2 + 2),  # warm-up: clean check, attack, loss
+        ("pgd", 0, "batch", True, 2 + 1),  # the authors' PGD-AT has no clean check
+        ("iaat", 5, "batch", False, 1),  # batch statistics, but only the loss pass updates
+        ("iaat", 5, "running", False, 1),
+    ],
+)
+def test_running_statistics_are_updated_once_per_train_mode_pass(
+    fast_config, method, epoch, batchnorm, updates, passes
+):
+    # every radius is 0, so each pass sees the clean batch and its statistics s: after n passes
+    # with momentum m the running statistics are m^n r0 + (1 - m^n) s
+    fast_config.update(method=method, epsilon=0.0, gamma=0.0, epsilon_ramp_epochs=0)
+    fast_config.update(attack_batchnorm=batchnorm, attack_batchnorm_updates=updates)
+    _, state = fresh_state(fast_config)
+    start = jax.tree.map(lambda x: x + 0.3, state.batch_stats)  # away from the batch's
+    state = state.replace(batch_stats=start)
+    batch = random_batch()
+    plain = models.create_model("small_cnn", 10)
+    once = plain.apply(state.variables, batch["image"], train=True, mutable=["batch_stats"])[1]
+    momentum = 0.9
+    batch_stats = jax.tree.map(
+        lambda r1, r0: (r1 - momentum * r0) / (1 - momentum), once["batch_stats"], start
+    )
+    expected = jax.tree.map(
+        lambda r0, s: momentum**passes * r0 + (1 - momentum**passes) * s, start, batch_stats
+    )
+    new_state, _, _ = one_step(fast_config, 1, epoch, np.zeros(B, np.float32), batch, state)
+    assert_trees_close(new_state.batch_stats, expected, atol=2e-5)
 
 
 def test_iaat_warmup_radius_is_epsilon_or_zero_and_adaptation_moves_at_most_beta_gamma(fast_config):

@@ -25,7 +25,7 @@ def test_a_resume_may_change_bookkeeping_but_not_the_run(tmp_path):
     with pytest.raises(ConfigError) as error:
         workdir.check_same_run(config, str(tmp_path))
     message = str(error.value)
-    assert "batch_size=100 -> 50" in message and "dataset='mnist5k' -> 'cifar10'" in message
+    assert "batch_size=80 -> 50" in message and "dataset='mnist5k' -> 'cifar10'" in message
     assert "\n" not in message
 
 
