@@ -1,0 +1,129 @@
+"""launch/: the TPU pod launcher (dry run and preemption handling), the frontier script's
+arguments and the Colab notebook, run headless."""
+
+import importlib.util
+import subprocess
+
+import pytest
+from conftest import REPO
+
+
+def load_launcher():
+    spec = importlib.util.spec_from_file_location("tpu_pod", REPO / "launch" / "tpu_pod.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tpu_pod = load_launcher()
+POD_ARGS = [
+    "--name=iaat",
+    "--zone=us-central2-b",
+    "--accelerator_type=v4-32",
+    "--spot",
+    "--config=configs/imagenet.py",
+    "--workdir=gs://bucket/runs/imagenet",
+]
+
+
+def test_dry_run_prints_every_gcloud_command_of_a_v4_32_spot_slice(capsys):
+    assert tpu_pod.main([*POD_ARGS, "--delete", "--dry_run", "--", "--config.seed=3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    commands = [line for line in lines if line.startswith(("gcloud", "git"))]
+    zone = "--zone=us-central2-b"
+    assert commands[0].startswith("gcloud compute tpus tpu-vm describe iaat")
+    assert commands[1] == (
+        "gcloud compute tpus tpu-vm create iaat --accelerator-type=v4-32 "
+        f"--version=tpu-ubuntu2204-base --spot {zone}"
+    )
+    assert commands[2].startswith("git -C ") and " archive " in commands[2]
+    assert commands[3].endswith(f"iaat:iaat_jax.tgz --worker=all {zone}")
+    assert "ssh iaat --worker=all" in commands[4] and "'jax[tpu]==0.10.2'" in commands[4]
+    train = commands[5]
+    assert "ssh iaat --worker=all" in train and "python3 -m iaat_jax.main --multihost" in train
+    assert "--workdir=gs://bucket/runs/imagenet --config.seed=3" in train
+    fetches = commands[6:10]  # v4-32: 16 chips on 4 hosts, one log each
+    for worker, fetch in enumerate(fetches):
+        assert f"launch_logs/iaat/worker-{worker}.log --worker={worker} {zone}" in fetch
+    assert commands[10:] == [f"gcloud compute tpus tpu-vm delete iaat --quiet {zone}"]
+    assert all(c.endswith(zone) for c in commands if c.startswith("gcloud"))
+
+
+class ScriptedCloud:
+    """A runner that answers `describe` from a list of states and `ssh ... iaat_jax.main` from a
+    list of exit statuses, and records every command."""
+
+    def __init__(self, states, train_statuses):
+        self.states, self.train_statuses, self.commands = list(states), list(train_statuses), []
+
+    def __call__(self, argv, capture):
+        self.commands.append(argv)
+        if "describe" in argv:
+            state = self.states.pop(0)
+            return (1, "") if state == "NOT_FOUND" else (0, state + "\n")
+        if any("iaat_jax.main" in a for a in argv):
+            return self.train_statuses.pop(0), ""
+        return 0, ""
+
+    def verbs(self):
+        """create / delete / train / install, in order (describe, scp and git left out)."""
+        names = []
+        for argv in self.commands:
+            if "create" in argv or "delete" in argv:
+                names.append("create" if "create" in argv else "delete")
+            elif "ssh" in argv:
+                names.append("train" if any("iaat_jax.main" in a for a in argv) else "install")
+        return names
+
+
+def launch(cloud, *extra):
+    args = tpu_pod.parse_args([*POD_ARGS, "--log_dir=/tmp/iaat_launch_test", *extra])
+    return tpu_pod.Launcher(args, cloud).run()
+
+
+def test_a_preempted_slice_is_recreated_and_the_same_command_resumes():
+    # reuse a READY slice; training dies with the slice (PREEMPTED); recreate, reinstall, rerun
+    cloud = ScriptedCloud(["READY", "PREEMPTED", "PREEMPTED"], [255, 0])
+    assert launch(cloud) == 0
+    assert cloud.verbs() == ["install", "train", "delete", "create", "install", "train"]
+    first, second = [a for a in cloud.commands if any("iaat_jax.main" in x for x in a)]
+    assert first == second  # the same command: it resumes from the gs:// workdir
+
+
+def test_a_failing_run_on_a_healthy_slice_stops_and_preemptions_are_bounded():
+    cloud = ScriptedCloud(["READY", "READY"], [1])
+    assert launch(cloud) == 1 and cloud.verbs() == ["install", "train"]
+    always_preempted = ScriptedCloud(["READY"] + ["PREEMPTED"] * 10, [255] * 5)
+    assert launch(always_preempted, "--max_retries=2") == 1
+    assert always_preempted.verbs().count("train") == 3  # the first try and 2 recreations
+
+
+@pytest.mark.parametrize(
+    "kind, hosts",
+    [("v2-8", 1), ("v3-32", 4), ("v4-32", 4), ("v5p-128", 16), ("v6e-8", 1)]
+    + [("v5litepod-16", 4)],
+)
+def test_worker_count_of_each_slice(kind, hosts):
+    assert tpu_pod.workers_of(kind) == hosts
+
+
+def test_bad_launcher_input_is_one_line_and_exit_2():
+    result = subprocess.run(
+        ["python3", "launch/tpu_pod.py", *POD_ARGS[:-1], "--workdir=/local/dir"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--workdir=/local/dir is not a gs:// path" in result.stderr.splitlines()[-1]
+
+
+def test_the_frontier_script_refuses_a_bad_seed_list(tmp_path):
+    result = subprocess.run(
+        ["bash", "launch/frontier_mnist5k.sh", str(tmp_path), "0 one"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "seed 'one' is not a whole number" in result.stderr
+    assert not (tmp_path / "logs").exists()
