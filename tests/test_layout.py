@@ -105,3 +105,45 @@ def test_every_module_has_its_own_test_file():
     names |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     missing = sorted(n for n in names if not (REPO / "tests" / f"test_{n}.py").exists())
     assert not missing, f"modules without tests/test_<name>.py: {missing}"
+
+
+@pytest.mark.slow  # builds the package twice with pip, about 20 s
+def test_the_package_installs_with_its_configs_and_keeps_the_runtimes_jax(tmp_path):
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    for name in ("iaat_jax", "configs"):
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    # into this environment (which has jax) with no index to fetch from: only the package
+    # itself is installed, every dependency is already satisfied, jax included
+    result = subprocess.run(
+        [*pip, "install", "--dry-run", "--no-index", "--no-build-isolation", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "Would install iaat-jax-0.1.0"
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheel_dir, source],
+        check=True,
+        timeout=300,
+    )
+    wheel = zipfile.ZipFile(next(wheel_dir.glob("*.whl")))
+    names = set(wheel.namelist())
+    for module in ("configs/default.py", "configs/imagenet.py", "iaat_jax/models/wide_resnet.py"):
+        assert module in names
+    metadata = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    for package in ("jax", "flax", "optax", "orbax-checkpoint", "ml-collections"):
+        line = next(
+            r for r in requires if r.split()[1].replace("_", "-").startswith(package + ">=")
+        )
+        assert "==" not in line  # lower bounds, never pins
