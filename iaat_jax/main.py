@@ -4,7 +4,6 @@ Flags, distributed initialisation and hand-off only; the logic lives in importab
 Colab and tests call `train.train_and_evaluate(config, workdir)` directly.
 """
 
-import logging as python_logging
 import os
 import sys
 
@@ -17,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iaat_jax import evaluate, train
+from iaat_jax import evaluate, metrics_log, train
 from iaat_jax.checkpoint import CheckpointError
 from iaat_jax.config_checks import ConfigError
 from iaat_jax.stop import NonFiniteError, TrainingStopped
@@ -45,22 +44,8 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(python_logging.Filter):
-    """Keep the libraries' chatter off the console: orbax's and TFDS's INFO lines, TensorFlow's
-    deprecation notes, and JAX's note that there is no TPU on a CPU or GPU machine."""
-
-    def filter(self, record: python_logging.LogRecord) -> bool:
-        path = record.pathname
-        if "Unable to initialize backend" in str(record.msg):
-            return False
-        if "/tensorflow/" in path and path.endswith("deprecation.py"):
-            return False
-        chatty = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/", "/absl/logging/")
-        return record.levelno >= python_logging.WARNING or not any(c in path for c in chatty)
-
-
 def main(argv: list[str]) -> None:
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    metrics_log.quiet_libraries()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.multihost:  # unset flags are auto-detected (TPU pods, SLURM, ...)

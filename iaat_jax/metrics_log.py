@@ -1,6 +1,7 @@
 """Where metrics go: TensorBoard (clu), <workdir>/metrics.jsonl, and a console line with ETA."""
 
 import json
+import logging as python_logging
 import time
 
 import numpy as np
@@ -132,3 +133,29 @@ def format_seconds(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+class _QuietLibraries(python_logging.Filter):
+    """Keep the libraries' chatter off the console: orbax's and TFDS's INFO lines, TensorFlow's
+    deprecation notes, and JAX's note that there is no TPU on a CPU or GPU machine."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        path = record.pathname
+        if "Unable to initialize backend" in str(record.msg):
+            return False
+        if "/tensorflow/" in path and path.endswith("deprecation.py"):
+            return False
+        chatty = ("/orbax/", "/tensorflow_datasets/", "/tensorflow/", "/absl/logging/")
+        return record.levelno >= python_logging.WARNING or not any(c in path for c in chatty)
+
+
+def quiet_libraries() -> None:
+    """Filter library chatter (the CLI and the notebook call this): on absl's console handler,
+    and on the loggers it comes from, for consoles with handlers of their own (Jupyter)."""
+    for target in (
+        logging.get_absl_handler(),
+        python_logging.getLogger("absl"),
+        python_logging.getLogger("jax._src.xla_bridge"),
+    ):
+        if not any(isinstance(f, _QuietLibraries) for f in target.filters):
+            target.addFilter(_QuietLibraries())

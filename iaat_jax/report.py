@@ -20,10 +20,11 @@ from iaat_jax.runs import ReportError, Run, group_by_setting, load_run, trained
 
 
 def _first_iaat_with_table(runs: list[Run], figure_name: str, warn) -> Run | None:
+    """The first IAAT run with a radius table and real training images (not fake data)."""
     for run in runs:
-        if run.method == "iaat" and run.table is not None:
+        if run.method == "iaat" and run.table is not None and not run.config.get("fake_data"):
             return run
-    warn(f"{figure_name}: no IAAT run with an epsilon_table.npy")
+    warn(f"{figure_name}: no IAAT run on real data with an epsilon_table.npy")
     return None
 
 
