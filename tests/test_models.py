@@ -62,6 +62,36 @@ def test_authors_wrn_init_and_head_are_the_authors():
     assert [name for name in params if name.startswith("BatchNorm")] == ["BatchNorm_1"]
 
 
+def test_wrn34_init_is_tradess_and_resnet50_init_is_the_flax_examples():
+    # TRADES models/wideresnet.py: convs normal(0, sqrt(2 / (kh * kw * out))), BatchNorm 1 / 0,
+    # the classifier PyTorch's default U(+-1/sqrt(fan_in)) (std 1/sqrt(3 fan_in)), bias 0
+    model = models.WideResNet(num_classes=10, depth=10, width=4)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+    kernels = [leaf for leaf in jax.tree.leaves(params) if leaf.ndim == 4]
+    assert len(kernels) == 1 + 3 * 2 + 3  # first conv, 3 blocks x 2, a 1x1 shortcut per group
+    for kernel in kernels:
+        kh, kw, _, out = kernel.shape
+        expected = np.sqrt(2.0 / (out * kh * kw))
+        tolerance = 0.2 if kernel.size < 1000 else 0.08  # the first conv: 432 draws
+        assert float(np.std(kernel)) == pytest.approx(expected, rel=tolerance), kernel.shape
+    head = params["Dense_0"]
+    fan_in = head["kernel"].shape[0]
+    assert float(np.abs(head["kernel"]).max()) <= 1 / np.sqrt(fan_in)
+    assert float(np.std(head["kernel"])) == pytest.approx(1 / np.sqrt(3 * fan_in), rel=0.1)
+    assert not np.any(head["bias"])
+    # flax examples/imagenet ResNet-50: the last BatchNorm of each bottleneck starts at scale 0,
+    # every other at 1; convs lecun normal (flax's default, std 1/sqrt(fan_in))
+    resnet = models.ResNet50(num_classes=10, stage_sizes=(1, 1, 1, 1))
+    params = resnet.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)["params"]
+    for index in range(4):
+        block = params[f"_Bottleneck_{index}"]
+        assert not np.any(block["BatchNorm_2"]["scale"])
+        assert np.all(block["BatchNorm_0"]["scale"] == 1)
+        kernel = block["Conv_1"]["kernel"]
+        fan_in = np.prod(kernel.shape[:3])
+        assert float(np.std(kernel)) == pytest.approx(1 / np.sqrt(fan_in), rel=0.15)
+
+
 @pytest.mark.parametrize(
     "model, shape",
     [

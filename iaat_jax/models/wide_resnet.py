@@ -18,9 +18,12 @@ def _normalise(images: jnp.ndarray, dtype) -> jnp.ndarray:
     return ((images - mean) / std).astype(dtype)
 
 
-# The authors' init for every conv: Kaiming normal, mode fan_out, ReLU gain, so std =
-# sqrt(2 / (out_channels * kh * kw)), as PyTorch's kaiming_normal_(mode='fan_out')
+# The authors' init for every conv (and TRADES's for WRN-34-10): Kaiming normal, mode fan_out,
+# ReLU gain, so std = sqrt(2 / (out_channels * kh * kw)), as PyTorch's kaiming_normal_(mode=
+# 'fan_out') and TRADES's normal_(0, sqrt(2 / n)) with n = kh * kw * out_channels
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's default nn.Linear weight init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); TRADES keeps it
+TORCH_LINEAR = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
 def _batch_norm(train: bool, axis_name: str | None, dtype, affine: bool) -> Callable[[], nn.Module]:
@@ -104,19 +107,22 @@ class _StandardBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda c, s: nn.Conv(c, (3, 3), s, padding=1, use_bias=False, dtype=self.dtype)
+        conv = lambda c, k, s, p: nn.Conv(
+            c, (k, k), s, padding=p, use_bias=False, kernel_init=KAIMING_FAN_OUT, dtype=self.dtype
+        )
         activated = nn.relu(self.norm()(x))
-        out = conv(self.channels, self.stride)(activated)
-        out = conv(self.channels, 1)(nn.relu(self.norm()(out)))
+        out = conv(self.channels, 3, self.stride, 1)(activated)
+        out = conv(self.channels, 3, 1, 1)(nn.relu(self.norm()(out)))
         if self.stride != 1 or x.shape[-1] != self.channels:
-            x = nn.Conv(self.channels, (1, 1), self.stride, use_bias=False, dtype=self.dtype)(
-                activated
-            )
+            x = conv(self.channels, 1, self.stride, 0)(activated)
         return out + x
 
 
 class WideResNet(nn.Module):
-    """Standard WRN-depth-width (default 34-10, as in Madry et al. and TRADES)."""
+    """Standard WRN-depth-width (default 34-10, as in Madry et al. and TRADES), initialised as
+    TRADES's models/wideresnet.py: convs Kaiming normal fan_out, BatchNorm scale 1 and shift 0,
+    the classifier PyTorch's default weights and a zero bias. Unlike TRADES (raw [0, 1] pixels)
+    it normalises its inputs with the CIFAR mean and std."""
 
     num_classes: int
     depth: int = 34
@@ -128,9 +134,10 @@ class WideResNet(nn.Module):
     def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
         blocks = (self.depth - 4) // 6
         norm = _batch_norm(train, self.bn_axis_name, self.dtype, affine=True)
-        x = nn.Conv(16, (3, 3), padding=1, use_bias=False, dtype=self.dtype)(
-            _normalise(images, self.dtype)
-        )
+        x = nn.Conv(
+            16, (3, 3), padding=1, use_bias=False, kernel_init=KAIMING_FAN_OUT, dtype=self.dtype
+        )(_normalise(images, self.dtype))
         x = _three_groups(x, _StandardBlock, blocks, self.width, norm, self.dtype)
         x = jnp.mean(nn.relu(norm()(x)), axis=(1, 2))
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+        head = nn.Dense(self.num_classes, kernel_init=TORCH_LINEAR, dtype=self.dtype)
+        return head(x).astype(jnp.float32)
