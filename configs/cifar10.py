@@ -1,4 +1,5 @@
-"""IAAT on CIFAR-10 with the authors' model (WRN-32-10 variant) and hyper-parameters.
+"""IAAT on CIFAR-10 with the authors' model (WRN-32-10 variant), hyper-parameters and step:
+the clean check and the attacks use batch statistics and update the running ones, as theirs.
 
 Run:     python -m iaat_jax.main --config=configs/cifar10.py --workdir=runs/cifar10 \\
              --config.data_dir=DIR          (prepare DIR first: README, "Preparing datasets")

@@ -4,7 +4,7 @@
 # sweep of each (PGD-20 with CE and margin losses, plus APGD-CE and targeted APGD-DLR: the
 # white-box part of AutoAttack) and the report, which gives the mean and spread over seeds.
 # Usage: launch/frontier_mnist5k.sh OUT_DIR [SEEDS]      SEEDS: e.g. "0 1 2" (the default)
-#   about 7 minutes of training and 4 of evaluation per seed on 2 CPU cores
+#   APGD_STEPS (25) and APGD_TARGETS (3) set its budget; about 15 minutes per seed on 2 CPU cores
 # Rerunning resumes: finished trainings and evaluations are skipped.
 set -euo pipefail
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then echo "usage: $0 OUT_DIR [SEEDS, e.g. \"0 1 2\"]" >&2; exit 2; fi
@@ -16,7 +16,7 @@ done
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
 sweep=(--config.sweep_epsilons="(0.0,0.1,0.2,0.3,0.4)" --config.sweep_attack_steps=20
-       --config.sweep_apgd_losses="('ce','dlr_targeted')" --config.sweep_apgd_steps=${APGD_STEPS:-50}
+       --config.sweep_apgd_losses="('ce','dlr_targeted')" --config.sweep_apgd_steps=${APGD_STEPS:-25}
        --config.sweep_apgd_targets=${APGD_TARGETS:-3})
 settings=(
   "clean:--config.method=clean"
