@@ -45,9 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep_step_size = 0.0  # 0: the training rule max(eps / (steps / 2), attack_step_min)
     config.sweep_restarts = 1  # random restarts per attack; an example must survive all
     config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
-    # APGD (Croce and Hein) at every nonzero sweep radius: any of 'ce', 'dlr', 'dlr_targeted';
-    # ("ce", "dlr_targeted") is the white-box part of AutoAttack. Empty: PGD only.
-    config.sweep_apgd_losses = ()
+    config.sweep_apgd_losses = ()  # APGD at each radius > 0: 'ce', 'dlr', 'dlr_targeted'; () none
     config.sweep_apgd_steps = 100  # iterations of each APGD run (AutoAttack: 100)
     config.sweep_apgd_targets = 9  # dlr_targeted: target classes, runner-up first (AutoAttack: 9)
     config.eval_corruptions = False  # also clean accuracy on cifar10_corrupted (cifar10 only)
