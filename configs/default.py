@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.gamma = 0.075  # IAAT: radius probe step (reference ratio: 1.9/255 for epsilon 8/255)
     config.beta = 0.3  # IAAT: smoothing weight (reference 0.1 over 100 epochs; 0.3 adapts in 5)
     config.warmup_epochs = 2  # IAAT: epochs with radius = epsilon * clean_correct
-    config.epsilon_ramp_epochs = 2  # PGD-AT: radius ramps linearly to epsilon over these epochs
+    config.epsilon_ramp_epochs = 2  # PGD-AT's and IAAT warm-up's epsilon ramp up over these epochs
     config.epsilon_max = placeholder(float)  # optional cap on IAAT radii; None: no cap (reference)
     config.attack_steps = 10  # PGD steps of every training attack
     config.attack_step_min = 0.03  # PGD step size = max(eps / (steps / 2), attack_step_min)

@@ -45,9 +45,9 @@ def _global_mean(values: jnp.ndarray, global_count) -> jnp.ndarray:
     return jax.lax.psum(values.astype(jnp.float32).sum(), DATA_AXIS) / global_count
 
 
-def fixed_radius(config: ml_collections.ConfigDict, step, ramp_steps: int):
-    """PGD-AT's radius at `step` (0-based): config.epsilon, reached by a linear ramp from
-    epsilon / ramp_steps over the first `ramp_steps` steps (0: no ramp)."""
+def ramped_epsilon(config: ml_collections.ConfigDict, step, ramp_steps: int):
+    """config.epsilon at `step` (0-based), reached by a linear ramp from epsilon / ramp_steps
+    over the first `ramp_steps` steps (0: no ramp): PGD-AT's radius, IAAT's warm-up radius."""
     if not ramp_steps:
         return jnp.float32(config.epsilon)
     return config.epsilon * jnp.minimum(1.0, (step + 1) / ramp_steps).astype(jnp.float32)
@@ -99,9 +99,10 @@ def _device_train_step(
         if config.method == "clean":
             radius = eps_prev
         elif config.method == "pgd":
-            radius = jnp.full_like(eps_prev, fixed_radius(config, state.step, ramp_steps))
+            radius = jnp.full_like(eps_prev, ramped_epsilon(config, state.step, ramp_steps))
         elif not adapting:
-            radius = epsilon.warmup_radius(clean_correct, config.epsilon)
+            warmup_epsilon = ramped_epsilon(config, state.step, ramp_steps)
+            radius = epsilon.warmup_radius(clean_correct, warmup_epsilon)
         else:
             at_prev, stats = attacked(eps_prev, _PROBE_PREV, stats)
             at_high, stats = attacked(eps_prev + config.gamma, _PROBE_HIGH, stats)
@@ -149,8 +150,9 @@ class TrainStep:
 
     batch: image [B, H, W, C] float32, label [B] int32, id [B] int32, sharded on 'data';
     eps_prev [B] sharded the same way; key (the run's base key, into which the step number is
-    folded) replicated; epoch a Python int. State and eps_prev are donated. PGD-AT's radius
-    ramp, if any, runs over config.epsilon_ramp_epochs * steps_per_epoch steps.
+    folded) replicated; epoch a Python int. State and eps_prev are donated. The radius ramp of
+    PGD-AT and of IAAT's warm-up, if any, runs over config.epsilon_ramp_epochs *
+    steps_per_epoch steps.
 
     IAAT has two programs, warm-up and adaptation, chosen on the host by the epoch: a lax.cond
     between them ran the attacks inside it 3.7x slower on CPU (README "Performance"). The first
@@ -168,7 +170,7 @@ class TrainStep:
     ):
         self.warmup_epochs = config.warmup_epochs if config.method == "iaat" else 0
         ramp_steps = 0
-        if config.method == "pgd" and config.epsilon_ramp_epochs:
+        if config.method in ("pgd", "iaat") and config.epsilon_ramp_epochs:
             if not steps_per_epoch:
                 raise ValueError("config.epsilon_ramp_epochs needs the steps_per_epoch")
             ramp_steps = max(int(config.epsilon_ramp_epochs * steps_per_epoch), 1)
@@ -218,8 +220,8 @@ def make_train_step(
     epochs=None,
     steps_per_epoch: int = 0,
 ) -> TrainStep:
-    """The train step of `config` for `epochs` (None: every epoch; see TrainStep); PGD-AT's
-    radius ramp (config.epsilon_ramp_epochs) counts steps with `steps_per_epoch`."""
+    """The train step of `config` for `epochs` (None: every epoch; see TrainStep); the radius
+    ramp (config.epsilon_ramp_epochs) counts steps with `steps_per_epoch`."""
     return TrainStep(model, config, mesh, epochs, steps_per_epoch)
 
 

@@ -89,7 +89,14 @@ def test_methods_set_the_radius(fast_config):
         later = state.replace(step=step)
         new_radii = one_step(fast_config, 1, 0, eps_prev, state=later)[1]
         np.testing.assert_allclose(new_radii, radius, rtol=1e-6, err_msg=f"step {step}")
-    fast_config.epsilon_ramp_epochs = 0
+    # IAAT's warm-up ramps the same way: epsilon (ramped) where the clean check is right, else 0
+    fast_config.method = "iaat"
+    for step, radius in ((0, eps / 20), (9, eps / 2), (50, eps)):
+        later = state.replace(step=step)
+        warm = one_step(fast_config, 1, 0, eps_prev, state=later)[1]
+        assert np.all(np.isclose(warm, 0) | np.isclose(warm, radius, rtol=1e-6)), step
+        assert np.any(warm > 0), step
+    fast_config.method, fast_config.epsilon_ramp_epochs = "pgd", 0
     np.testing.assert_allclose(one_step(fast_config, 1, 0, eps_prev)[1], eps, rtol=1e-6)
 
 
@@ -128,6 +135,7 @@ def test_running_statistics_are_updated_once_per_train_mode_pass(
 
 
 def test_iaat_warmup_radius_is_epsilon_or_zero_and_adaptation_moves_at_most_beta_gamma(fast_config):
+    fast_config.epsilon_ramp_epochs = 0  # the reference's warm-up (the ramp: the test above)
     eps_prev = np.random.default_rng(1).uniform(0, 0.15, B).astype(np.float32)
     _, warm, metrics = one_step(fast_config, 1, 0, eps_prev)
     assert np.all(np.isclose(warm, 0.0) | np.isclose(warm, fast_config.epsilon))
