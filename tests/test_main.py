@@ -59,7 +59,7 @@ def test_cli_trains_one_epoch_then_refuses_bad_input_without_touching_the_run(da
     assert (
         len(evals) == 1 and {"step", "epoch", "clean_accuracy", "epsilon_mean"} <= evals[0].keys()
     )
-    assert (workdir / "checkpoints" / "40").is_dir()
+    assert (workdir / "checkpoints" / "50").is_dir()  # 4,000 digits / batch 80
 
     before = digest(workdir)
     bad = run_cli(f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.epsilon=8")

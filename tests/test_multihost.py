@@ -57,7 +57,7 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
             process.kill()
     failed = [i for i, process in enumerate(processes) if process.returncode != 0]
     assert not failed, "\n".join(f"--- host {i}:\n{outputs[i][-2500:]}" for i in failed)
-    assert "process 1/2, 2 local / 4 global devices" in outputs[1]
+    assert "train: 4 devices (cpu) on 2 hosts; this is host 1 with 2 of them" in outputs[1]
 
     # warm-up epoch: every visited id holds epsilon or 0; both hosts' halves reach the saved table
     table = np.load(workdir / "epsilon_table.npy")
