@@ -96,13 +96,17 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
             color="tab:blue",
             label="fixed-eps frontier (non-dominated runs)",
         )
+        pgd_clean_sd = max(p[3] for p in pgd)
         for name, (robust, clean, robust_sd, clean_sd) in iaat:
             gap = frontier_gap([(p[0], p[1]) for p in pgd], robust, clean)
             where = "beyond" if gap > 0 else "not beyond"
             spread = f" (sd {clean_sd:.3f} / {robust_sd:.3f})" if robust_sd or clean_sd else ""
+            noise = clean_sd + pgd_clean_sd  # seeds' spread of the two clean accuracies
+            within = ", within the seeds' spread" if noise and abs(gap) <= noise else ""
             verdicts.append(
                 f"{name}: clean {clean:.3f}, robust {robust:.3f}{spread} at eps "
-                f"{test_epsilon:.4g} -> {where} the fixed-eps frontier ({gap:+.3f} clean accuracy)"
+                f"{test_epsilon:.4g} -> {where} the fixed-eps frontier ({gap:+.3f} clean "
+                f"accuracy{within})"
             )
     else:
         warn("pareto.png: no PGD run, so no frontier is drawn")

@@ -84,3 +84,19 @@ def test_the_seed_table_gives_mean_spread_and_names_runs_that_did_not_train():
     assert cells[1:3] == ["3", "a1"]
     clean = np.array([0.92, 0.11, 0.93])  # the collapsed seed is in the mean
     assert cells[3] == f"{clean.mean():.3f} ± {clean.std(ddof=1):.3f} (0.110-0.930)"
+
+
+def test_a_frontier_gap_smaller_than_the_seeds_spread_is_called_so(tmp_path):
+    from test_runs import run_of
+
+    def iaat(name, seed, clean, robust):
+        run = run_of(name, seed, 0.3, clean, robust)
+        run.config["method"] = "iaat"
+        return run
+
+    pgd = [run_of(f"p{s}", s, 0.3, c, 0.80) for s, c in enumerate((0.960, 0.966, 0.963))]
+    close = [iaat(f"i{s}", s, c, 0.80) for s, c in enumerate((0.964, 0.966, 0.965))]
+    far = [iaat(f"j{s}", s, c, 0.81) for s, c in enumerate((0.990, 0.991, 0.992))]
+    for runs, expected in ((close, "within the seeds' spread"), (far, "clean accuracy)")):
+        verdicts = report.figures.plot_pareto(pgd + runs, 0.3, tmp_path, lambda w: None)
+        assert len(verdicts) == 1 and "-> beyond" in verdicts[0] and expected in verdicts[0]
