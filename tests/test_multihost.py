@@ -34,6 +34,7 @@ def start_hosts(workdir, data_dir, *overrides):
                 "--config.eval_attack_steps=2",
                 "--config.batch_size=80",
                 "--config.epsilon=0.1",
+                "--config.epsilon_ramp_epochs=0",  # warm-up radii: epsilon or 0
                 *overrides,
             ),
             cwd=REPO,
