@@ -178,7 +178,10 @@ def test_both_iaat_programs_compile_at_the_first_step_and_serve_every_later_one(
     mesh = sharding.make_mesh(jax.devices()[:1])
     model, state = fresh_state(fast_config)
     warmup = fast_config.warmup_epochs
-    train_step = step_lib.make_train_step(model, fast_config, mesh, epochs=range(warmup + 4))
+    fast_config.epsilon_ramp_epochs = 0  # warm-up radii: epsilon or 0
+    train_step = step_lib.make_train_step(
+        model, fast_config, mesh, epochs=range(warmup + 4), steps_per_epoch=10
+    )
     state = sharding.replicate(state, mesh)
     batch = sharding.device_batch(random_batch(), mesh)
     key = sharding.replicate(jax.random.key(1), mesh)
