@@ -189,7 +189,8 @@ def apgd_attack(
     def loss_logits_grad(x):
         def total(x):
             logits = logits_fn(x)
-            return loss(logits, labels).sum(), (loss(logits, labels), logits)
+            losses = loss(logits, labels)
+            return losses.sum(), (losses, logits)
 
         grad, (losses, logits) = jax.grad(total, has_aux=True)(x)
         return losses, jnp.argmax(logits, axis=-1) != labels, grad.astype(jnp.float32)

@@ -17,12 +17,14 @@ N, SHAPE = 64, (2, 2, 1)  # 4 pixels: every corner of the ball can be enumerated
 
 
 class Linear(nn.Module):
-    """Two-class linear classifier: the worst case in a box is at one of its corners."""
+    """Linear classifier (two classes unless said): the worst case in a box is at a corner."""
+
+    num_classes: int = 2
 
     @nn.compact
     def __call__(self, images, train: bool):
         del train
-        return nn.Dense(2)(images.reshape(images.shape[0], -1))
+        return nn.Dense(self.num_classes)(images.reshape(images.shape[0], -1))
 
 
 def state_of(model, variables) -> TrainState:
@@ -178,20 +180,11 @@ def test_corruption_accuracy_averages_every_corruption_and_severity(monkeypatch)
     assert result["mean_accuracy"] == pytest.approx(np.mean(list(result["accuracy"].values())))
 
 
-class FourClassLinear(nn.Module):
-    """Four-class linear classifier (DLR needs 4): again a worst case at a corner of the box."""
-
-    @nn.compact
-    def __call__(self, images, train: bool):
-        del train
-        return nn.Dense(4)(images.reshape(images.shape[0], -1))
-
-
 @pytest.mark.parametrize("num_devices", [1, 8])
 def test_apgd_reaches_the_brute_force_worst_case_on_a_linear_model(num_devices):
     rng = np.random.default_rng(4)
     images = rng.random((N, *SHAPE), dtype=np.float32)
-    model = FourClassLinear()
+    model = Linear(num_classes=4)  # targeted DLR needs 4 classes
     params = model.init(jax.random.key(5), jnp.zeros((1, *SHAPE)), train=False)["params"]
     labels = np.asarray(jnp.argmax(model.apply({"params": params}, images, train=False), -1))
     labels = labels.astype(np.int32)
