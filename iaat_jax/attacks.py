@@ -50,7 +50,6 @@ def targeted_dlr_loss(logits: jnp.ndarray, labels: jnp.ndarray, targets: jnp.nda
 
 
 ATTACK_LOSSES = {"ce": cross_entropy, "margin": margin_loss, "dlr": dlr_loss}
-APGD_LOSSES = ("ce", "dlr", "dlr_targeted")
 
 
 def pgd_step_size(epsilon, num_steps: int, step_min: float):
@@ -67,21 +66,21 @@ def example_keys(key: jax.Array, stream: int, ids: jnp.ndarray) -> jax.Array:
     return jax.vmap(lambda example_id: jax.random.fold_in(stream_key, example_id))(ids)
 
 
-def _per_example(values: jnp.ndarray, images: jnp.ndarray) -> jnp.ndarray:
+def broadcast_rows(values: jnp.ndarray, images: jnp.ndarray) -> jnp.ndarray:
     """Broadcast [B] against [B, H, W, C]."""
     return values.reshape((-1,) + (1,) * (images.ndim - 1)).astype(jnp.float32)
 
 
 def project(adversarial: jnp.ndarray, images: jnp.ndarray, epsilon: jnp.ndarray) -> jnp.ndarray:
     """Project onto each example's L-inf ball of radius epsilon [B], then onto [0, 1]."""
-    eps = _per_example(epsilon, images)
+    eps = broadcast_rows(epsilon, images)
     return jnp.clip(jnp.clip(adversarial, images - eps, images + eps), 0.0, 1.0)
 
 
 def random_start(images: jnp.ndarray, epsilon: jnp.ndarray, keys: jax.Array) -> jnp.ndarray:
     """Uniform start in each example's ball; `keys` [B] holds one PRNG key per example."""
     unit = jax.vmap(lambda k: jax.random.uniform(k, images.shape[1:], minval=-1.0, maxval=1.0))
-    return project(images + unit(keys) * _per_example(epsilon, images), images, epsilon)
+    return project(images + unit(keys) * broadcast_rows(epsilon, images), images, epsilon)
 
 
 def pgd_attack(
@@ -124,7 +123,7 @@ def pgd_attack_carrying(
     updated once per attack iteration.
     """
     images = images.astype(jnp.float32)
-    step = _per_example(step_size, images)
+    step = broadcast_rows(step_size, images)
 
     def total_loss(x, carry):
         losses, new_carry = loss_fn(x, labels, carry)
@@ -176,7 +175,7 @@ def apgd_attack(
     iterate was misclassified).
     """
     images = images.astype(jnp.float32)
-    eps = _per_example(epsilon, images)
+    eps = broadcast_rows(epsilon, images)
     momentum, rise_fraction = 0.75, 0.75
     reviews = apgd_checkpoints(num_steps)
     is_review = jnp.zeros(num_steps, bool).at[jnp.array([i for i, _ in reviews])].set(True)
