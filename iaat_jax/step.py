@@ -232,74 +232,40 @@ def make_eval_step(
     """`eval_step(state, batch, radius, step_size, key) -> {clean, robust}` flags [B].
 
     PGD-`num_steps` on the `loss` (a key of attacks.ATTACK_LOSSES) at a radius and step size per
-    example [B], BatchNorm on running statistics. Flags come back sharded like the batch (1.0
-    where the clean / attacked example is classified correctly).
+    example [B], BatchNorm on running statistics. Flags come back sharded like the batch: clean
+    is 1.0 where the clean example is classified correctly; robust is 1.0 only where it is AND
+    no point the attack visited (random start, every iterate, the last) is misclassified, as
+    AutoAttack counts.
     """
     attack_loss = attacks.ATTACK_LOSSES[loss]
 
     def device_eval(state: TrainState, batch: DeviceBatch, radius, step_size, key):
         images, labels = batch["image"], batch["label"]
         logits_fn = lambda x: model.apply(state.variables, x, train=False)
-        adversarial = attacks.pgd_attack(
-            lambda x, y: attack_loss(logits_fn(x), y),
+
+        def loss_noting_mistakes(x, y, fooled):  # the loss, and which iterates are misclassified
+            logits = logits_fn(x)
+            return attack_loss(logits, y), fooled | (jnp.argmax(logits, axis=-1) != y)
+
+        clean = _correct(logits_fn, images, labels)
+        adversarial, fooled = attacks.pgd_attack_carrying(
+            loss_noting_mistakes,
             images,
             labels,
             radius,
             step_size,
             num_steps,
             attacks.example_keys(key, _EVAL_ATTACK, batch["id"]),
+            jnp.zeros_like(clean),
             unroll,
         )
-        return {
-            "clean": _correct(logits_fn, images, labels).astype(jnp.float32),
-            "robust": _correct(logits_fn, adversarial, labels).astype(jnp.float32),
-        }
+        robust = clean & ~fooled & _correct(logits_fn, adversarial, labels)
+        return {"clean": clean.astype(jnp.float32), "robust": robust.astype(jnp.float32)}
 
     sharded = jax.shard_map(
         device_eval,
         mesh=mesh,
         in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
-        out_specs=P(DATA_AXIS),
-    )
-    return jax.jit(sharded)
-
-
-@functools.cache  # one compiled program per (model, mesh, loss, steps)
-def make_apgd_eval_step(
-    model: nn.Module, mesh: Mesh, loss: str, num_steps: int, unroll: bool = False
-) -> Callable:
-    """`apgd_step(state, batch, radius, key, target_rank) -> {clean, robust}` flags [B].
-
-    APGD-`num_steps` (attacks.apgd_attack) on `loss`, a key of attacks.APGD_LOSSES, at a radius
-    per example [B], BatchNorm on running statistics. For 'dlr_targeted' the target of an
-    example is the class of its clean logit ranked `target_rank` (1: the runner-up). An example
-    is robust if it is classified correctly clean and at every iterate of the attack.
-    """
-
-    def device_apgd(state: TrainState, batch: DeviceBatch, radius, key, target_rank):
-        images, labels = batch["image"], batch["label"]
-        logits_fn = lambda x: model.apply(state.variables, x, train=False)
-        clean_logits = logits_fn(images)
-        if loss == "dlr_targeted":
-            ranked = jnp.argsort(-clean_logits, axis=-1)
-            targets = jnp.take(ranked, target_rank, axis=1)
-            loss_fn = lambda logits, y: attacks.targeted_dlr_loss(logits, y, targets)
-        else:
-            loss_fn = attacks.ATTACK_LOSSES[loss]
-        keys = attacks.example_keys(key, _EVAL_ATTACK, batch["id"])
-        _, fooled = attacks.apgd_attack(
-            logits_fn, loss_fn, images, labels, radius, num_steps, keys, unroll
-        )
-        clean = jnp.argmax(clean_logits, axis=-1) == labels
-        return {
-            "clean": clean.astype(jnp.float32),
-            "robust": (clean & ~fooled).astype(jnp.float32),
-        }
-
-    sharded = jax.shard_map(
-        device_apgd,
-        mesh=mesh,
-        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
         out_specs=P(DATA_AXIS),
     )
     return jax.jit(sharded)
