@@ -46,9 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep_step_size = 0.0  # 0: the training rule max(eps / (steps / 2), attack_step_min)
     config.sweep_restarts = 1  # random restarts per attack; an example must survive all
     config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
-    config.sweep_apgd_losses = ()  # APGD at each radius > 0: 'ce', 'dlr', 'dlr_targeted'; () none
-    config.sweep_apgd_steps = 100  # iterations of each APGD run (AutoAttack: 100)
-    config.sweep_apgd_targets = 9  # dlr_targeted: target classes, runner-up first (AutoAttack: 9)
+    # --mode=evaluate: the attack suite at the headline radii (iaat_jax.autoattack.SUITES).
+    config.eval_suite = "autoattack"  # 'autoattack' (standard), 'autoattack_cpu', 'apgd'; '' none
+    config.eval_suite_epsilons = ()  # radii of the suite; empty: (epsilon,)
     config.eval_corruptions = False  # also clean accuracy on cifar10_corrupted (cifar10 only)
     # Optimisation.
     config.num_epochs = 7  # training length in epochs (full passes over the training split)

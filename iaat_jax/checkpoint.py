@@ -125,5 +125,17 @@ class Checkpointer:
                 self._set_aside(step)
         return None
 
+    def restore_step(
+        self, step: int, state_template: Any, num_train: int
+    ) -> tuple[Any, np.ndarray, jax.Array, dict]:
+        """Checkpoint `step`, shaped like `state_template`; ConfigError if there is none."""
+        steps = sorted(self._manager.all_steps())
+        if step not in steps:
+            raise ConfigError(
+                f"no checkpoint at step {step} in {self._directory}: its checkpoints are at "
+                f"steps {', '.join(map(str, steps)) or 'none'}; pass one of them with --step"
+            )
+        return self._restore(step, state_template, num_train)
+
     def close(self) -> None:
         self._manager.close()

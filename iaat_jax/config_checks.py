@@ -7,7 +7,7 @@ import uuid
 import ml_collections
 from etils import epath
 
-from iaat_jax import attacks, files
+from iaat_jax import attacks, autoattack, files
 from iaat_jax.datasets import DATASETS
 from iaat_jax.models import MODELS
 
@@ -42,8 +42,11 @@ def _finite_numbers(config: ml_collections.ConfigDict) -> None:
                 raise ConfigError(f"config.{name}={value} is not a finite number: give one")
 
 
-def validate_config(config: ml_collections.ConfigDict, device_count: int) -> None:
-    """Raise ConfigError for the first field that cannot work on `device_count` devices."""
+def validate_config(
+    config: ml_collections.ConfigDict, device_count: int, training: bool = True
+) -> None:
+    """Raise ConfigError for the first field that cannot work on `device_count` devices
+    (`training` False: for evaluation, where the training batch plays no part)."""
     _finite_numbers(config)
     _one_of("dataset", config.dataset, sorted(DATASETS))
     _one_of("model", config.model, sorted(MODELS))
@@ -63,7 +66,7 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         )
     if not 0.0 < config.beta <= 1.0:
         raise ConfigError(f"config.beta={config.beta} must be in (0, 1]")
-    for name in ("batch_size", "eval_batch_size"):
+    for name in ("batch_size", "eval_batch_size") if training else ("eval_batch_size",):
         if config[name] % device_count:
             raise ConfigError(
                 f"config.{name}={config[name]} is not divisible by the {device_count} devices: "
@@ -84,7 +87,6 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         ("lr_warmup_epochs", 0),
         ("checkpoint_every_steps", 0),
         ("checkpoints_to_keep", 1),
-        ("sweep_apgd_steps", 1),
     ):
         _at_least(config, name, minimum)
     if config.method == "iaat" and config.warmup_epochs > config.num_epochs:
@@ -99,16 +101,17 @@ def validate_config(config: ml_collections.ConfigDict, device_count: int) -> Non
         )
     for loss in config.sweep_losses:
         _one_of("sweep_losses entry", loss, sorted(attacks.ATTACK_LOSSES))
-    for loss in config.sweep_apgd_losses:
-        _one_of("sweep_apgd_losses entry", loss, attacks.APGD_LOSSES)
+    if config.eval_suite:
+        _one_of("eval_suite", config.eval_suite, sorted(autoattack.SUITES))
     num_classes = DATASETS[config.dataset].num_classes
-    if "dlr_targeted" in config.sweep_apgd_losses and not (
-        1 <= config.sweep_apgd_targets <= num_classes - 1
-    ):
+    if config.eval_suite and num_classes < 4:  # targeted DLR ranks 4 logits
         raise ConfigError(
-            f"config.sweep_apgd_targets={config.sweep_apgd_targets} must be in "
-            f"[1, {num_classes - 1}]: {config.dataset} has {num_classes} classes"
+            f"config.eval_suite={config.eval_suite!r} needs >= 4 classes, {config.dataset} has "
+            f"{num_classes}: use --config.eval_suite='' (the PGD sweep alone)"
         )
+    for eps in config.eval_suite_epsilons:
+        if not 0.0 < eps <= 1.0:
+            raise ConfigError(f"config.eval_suite_epsilons entry {eps} must be in (0, 1]")
     if config.epsilon_max is not None and config.epsilon_max < 0:
         raise ConfigError(f"config.epsilon_max={config.epsilon_max} must be >= 0 (or unset)")
 

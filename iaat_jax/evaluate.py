@@ -1,10 +1,11 @@
-"""Robust evaluation over a sweep of test radii: PGD (CE and margin losses, random restarts) and
-optionally APGD-CE and targeted APGD-DLR, the white-box part of AutoAttack (not AutoAttack).
+"""Robust evaluation: a PGD sweep over test radii (the robustness curve) and an attack suite,
+AutoAttack by default, at the radii that matter (the headline).
 
-An example counts as robust at a radius only if it survives every attack run at that radius
-(all attacks, losses, restarts and targets): that per-example worst case is the headline
-number. `evaluate_run` restores a run's latest checkpoint and writes `<workdir>/eval.json` and
-TensorBoard scalars.
+An example counts as robust at a radius only if it is classified correctly clean and no attack
+run at that radius (every loss, restart, target, iterate and query) found a misclassified point
+in its ball: that per-example worst case is the headline number. `evaluate_run` restores a
+run's checkpoint and writes `<workdir>/eval.json` (with a RobustBench-style entry and the
+suite's sanity checks) and TensorBoard scalars.
 """
 
 import dataclasses
@@ -20,7 +21,16 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from iaat_jax import attacks, config_checks, experiment, files, metrics_log, sharding
+from iaat_jax import (
+    attack_checks,
+    attacks,
+    autoattack,
+    config_checks,
+    experiment,
+    files,
+    metrics_log,
+    sharding,
+)
 from iaat_jax import step as step_lib
 from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import Checkpointer
@@ -28,18 +38,17 @@ from iaat_jax.checkpoint import Checkpointer
 
 @dataclasses.dataclass(frozen=True)
 class Attack:
-    """One L-inf attack of the evaluation: PGD, or APGD (whose step size adapts from 2 eps)."""
+    """One L-inf PGD attack of the sweep."""
 
-    loss: str  # pgd: 'ce', 'margin' or 'dlr'; apgd: also 'dlr_targeted'
+    loss: str  # 'ce', 'margin' or 'dlr'
     epsilon: float
     steps: int
-    step_size: float  # pgd only
-    restarts: int = 1  # dlr_targeted: one run per target class (runner-up first)
-    algorithm: str = "pgd"  # 'pgd' or 'apgd'
+    step_size: float
+    restarts: int = 1  # random restarts; an example must survive all
 
     @property
     def name(self) -> str:
-        return f"{self.algorithm}-{self.loss}"
+        return f"pgd-{self.loss}"
 
     @classmethod
     def with_training_step_size(
@@ -70,11 +79,14 @@ def sweep_attacks(config: ml_collections.ConfigDict) -> list[Attack]:
             if config.sweep_step_size:
                 attack = dataclasses.replace(attack, step_size=config.sweep_step_size)
             attack_list.append(attack)
-        for loss in config.sweep_apgd_losses if eps > 0 else ():
-            runs = config.sweep_apgd_targets if loss == "dlr_targeted" else config.sweep_restarts
-            attack = Attack(loss, float(eps), config.sweep_apgd_steps, 2 * float(eps), runs, "apgd")
-            attack_list.append(attack)
     return attack_list
+
+
+def suite_epsilons(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+    """The radii at which `config.eval_suite` runs (none without a suite)."""
+    if not config.eval_suite:
+        return ()
+    return tuple(float(e) for e in config.eval_suite_epsilons or (config.epsilon,))
 
 
 def _global_sum(values: np.ndarray) -> np.ndarray:
@@ -97,19 +109,17 @@ def measure(
     """Clean accuracy, each attack's robust accuracy and the per-radius worst case.
 
     `batches` are padded eval batches with a mask; each batch is attacked by every attack
-    before the next is read, so the data is read once. `unroll`: unrolled PGD loops.
+    before the next is read, so the data is read once. `unroll`: unrolled PGD loops. The
+    result's "flags" hold this host's per-example verdicts (real rows, in batch order): clean
+    [n] and, per radius, robust [n].
     """
     eval_steps = {
-        (a.algorithm, a.loss, a.steps): (
-            step_lib.make_apgd_eval_step(model, mesh, a.loss, a.steps, unroll)
-            if a.algorithm == "apgd"
-            else step_lib.make_eval_step(model, mesh, a.loss, a.steps, unroll)
-        )
+        (a.loss, a.steps): step_lib.make_eval_step(model, mesh, a.loss, a.steps, unroll)
         for a in attack_list
     }
     totals = np.zeros(2 + len(attack_list))  # examples, clean-correct, robust per attack
     epsilons = sorted({a.epsilon for a in attack_list})
-    worst_totals = np.zeros(len(epsilons))
+    clean_flags, robust_flags = [], {eps: [] for eps in epsilons}
     started = time.perf_counter()
     for index, batch in enumerate(batches):
         mask = batch["mask"]
@@ -125,22 +135,21 @@ def measure(
             radius = np.full(mask.shape, attack.epsilon, np.float32)
             size = np.full(mask.shape, attack.step_size, np.float32)
             radius, size = sharding.shard_rows(radius, mesh), sharding.shard_rows(size, mesh)
-            eval_step = eval_steps[(attack.algorithm, attack.loss, attack.steps)]
+            eval_step = eval_steps[(attack.loss, attack.steps)]
             for restart in range(attack.restarts):
                 restart_key = jax.random.fold_in(jax.random.fold_in(key, number), restart)
                 restart_key = sharding.replicate(restart_key, mesh)
-                if attack.algorithm == "apgd":  # restart r of targeted DLR: target ranked r + 1
-                    rank = sharding.replicate(np.int32(restart + 1), mesh)
-                    flags = eval_step(state, device_batch, radius, restart_key, rank)
-                else:
-                    flags = eval_step(state, device_batch, radius, size, restart_key)
+                flags = eval_step(state, device_batch, radius, size, restart_key)
                 clean = sharding.local_rows(flags["clean"])
                 robust = robust * sharding.local_rows(flags["robust"])
             totals[2 + number] += np.sum(robust * mask)
             survived[attack.epsilon] = survived[attack.epsilon] * robust
         totals[0] += mask.sum()
         totals[1] += np.sum(clean * mask)
-        worst_totals += [survived[eps].sum() for eps in epsilons]
+        real = mask > 0
+        clean_flags.append(clean[real] > 0)
+        for eps in epsilons:
+            robust_flags[eps].append(survived[eps][real] > 0)
         if num_batches:
             elapsed = time.perf_counter() - started
             logging.info(
@@ -151,8 +160,11 @@ def measure(
                 metrics_log.format_seconds(elapsed / (index + 1) * (num_batches - index - 1)),
             )
     totals = [float(v) for v in _global_sum(totals)]
-    worst_totals = [float(v) for v in _global_sum(worst_totals)]
     count = totals[0]
+    flags = {
+        "clean": np.concatenate(clean_flags),
+        "robust": {eps: np.concatenate(rows) for eps, rows in robust_flags.items()},
+    }
     return {
         "num_examples": int(count),
         "clean_accuracy": totals[1] / count,
@@ -163,12 +175,13 @@ def measure(
         "worst_case": [
             {
                 "epsilon": eps,
-                "robust_accuracy": worst_totals[i] / count,
+                "robust_accuracy": float(_global_sum(flags["robust"][eps].sum())) / count,
                 "attacks": sorted({a.name for a in attack_list if a.epsilon == eps}),
                 "restarts": max(a.restarts for a in attack_list if a.epsilon == eps),
             }
-            for i, eps in enumerate(epsilons)
+            for eps in epsilons
         ],
+        "flags": flags,
     }
 
 
@@ -198,11 +211,15 @@ def corruption_accuracy(config: ml_collections.ConfigDict, state, model, mesh, k
     return {"mean_accuracy": float(np.mean(list(accuracy.values()))), "accuracy": accuracy}
 
 
-def restore_latest(workdir: epath.Path, state_template, num_train: int):
-    """(restored state, its step) from the newest readable checkpoint; ConfigError if none."""
+def restore_checkpoint(workdir: epath.Path, state_template, num_train: int, step=None):
+    """(restored state, its step) from checkpoint `step` (None: the newest readable one);
+    ConfigError if there is none, or no such step."""
     checkpoints = Checkpointer(workdir, max_to_keep=None)
     try:
-        restored = checkpoints.restore_newest(state_template, num_train)
+        if step is None:
+            restored = checkpoints.restore_newest(state_template, num_train)
+        else:
+            restored = checkpoints.restore_step(step, state_template, num_train)
     finally:
         checkpoints.close()
     if restored is None:
@@ -213,9 +230,71 @@ def restore_latest(workdir: epath.Path, state_template, num_train: int):
     return restored[0], int(restored[0].step)
 
 
-def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Restore the run in `workdir`, run the configured sweep, write eval.json; return it."""
-    config_checks.validate_config(config, jax.device_count())
+def suite_results(
+    config, state, model, mesh, batches: list[dict], sweep: dict, key, num_classes: int
+) -> dict:
+    """The suite at each of its radii, from the sweep's clean flags, and its sanity checks;
+    the sweep's worst case at those radii also takes the suite's verdicts."""
+    suite = autoattack.SUITES[config.eval_suite]
+    examples = autoattack.Examples.from_batches(batches)
+    local_batch = config.eval_batch_size // jax.process_count()
+    checks = attack_checks.model_checks(state, model, mesh, batches[0], batches[0]["mask"])
+    runs, flags, count = [], sweep["flags"], sweep["num_examples"]
+    for number, eps in enumerate(suite_epsilons(config)):
+        eps_key = jax.random.fold_in(key, 1000 + number)
+        robust, rows = autoattack.run_suite(
+            state,
+            model,
+            mesh,
+            examples,
+            flags["clean"],
+            suite,
+            eps,
+            eps_key,
+            local_batch,
+            num_classes,
+        )
+        runs.append(
+            {
+                "suite": config.eval_suite,
+                "epsilon": eps,
+                "robust_accuracy": rows[-1]["robust_accuracy"],
+                "attacks": rows,
+            }
+        )
+        worst = robust & flags["robust"].get(eps, np.ones_like(robust))
+        row = next((r for r in sweep["worst_case"] if r["epsilon"] == eps), None)
+        if row is None:
+            row = {"epsilon": eps, "attacks": [], "restarts": 1}
+            sweep["worst_case"] = sorted(sweep["worst_case"] + [row], key=lambda r: r["epsilon"])
+        row["robust_accuracy"] = float(_global_sum(worst.sum())) / count
+        row["attacks"] = sorted(set(row["attacks"]) | {a.name for a in suite})
+        if eps == suite_epsilons(config)[0] and suite[-1].name == "square":
+            checks.update(attack_checks.square_check(rows[-1]["broken"], count))
+    return {"autoattack": runs, "checks": checks}
+
+
+def robustbench_entry(config, results: dict, num_params: int) -> dict:
+    """The headline in RobustBench's terms: the suite's accuracy at the first suite radius."""
+    run = results["autoattack"][0]
+    return {
+        "dataset": config.dataset,
+        "threat_model": "Linf",
+        "eps": run["epsilon"],
+        "architecture": config.model,
+        "parameters": num_params,
+        "n_examples": results["num_examples"],
+        "clean_acc": results["clean_accuracy"],
+        "autoattack_acc": run["robust_accuracy"],
+        "suite": run["suite"],
+        "robust_acc_after": {a["name"]: a["robust_accuracy"] for a in run["attacks"]},
+    }
+
+
+def evaluate_run(config: ml_collections.ConfigDict, workdir: str, step=None) -> dict:
+    """Restore checkpoint `step` (None: the newest) of the run in `workdir`, run the PGD sweep
+    and the suite, write eval.json; return it."""
+    config_checks.validate_config(config, jax.device_count(), training=False)
     path = epath.Path(workdir if files.is_url(workdir) else os.path.abspath(workdir))
     if not workdir_lib.check_same_run(config, workdir):
         raise config_checks.ConfigError(
@@ -225,20 +304,33 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = sharding.make_mesh()
     run = experiment.create_experiment(config, data, mesh)
     model, base_key = run.model, run.base_key
-    state, checkpoint_step = restore_latest(path, run.state, data.num_train)
+    state, checkpoint_step = restore_checkpoint(path, run.state, data.num_train, step)
     attack_list = sweep_attacks(config)
     num_batches = data.num_eval_batches
     logging.info(
-        "Evaluating %s at step %d: %d attacks on %d examples.",
+        "Evaluating %s at step %d: %d PGD attacks on %d examples, then suite %r at eps %s.",
         workdir,
         checkpoint_step,
         len(attack_list),
         data.num_eval,
+        config.eval_suite or None,
+        ", ".join(f"{e:.4f}" for e in suite_epsilons(config)) or "-",
     )
     key = sharding.replicate(jax.random.fold_in(base_key, 7), mesh)
     unroll = experiment.unroll_attacks(config)
-    batches = data.eval_batches()
+    batches = list(data.eval_batches())
     results = measure(state, model, mesh, batches, attack_list, key, num_batches, unroll)
+    if config.eval_suite:
+        suite_key = jax.random.fold_in(base_key, 8)
+        classes = data.spec.num_classes
+        results.update(
+            suite_results(config, state, model, mesh, batches, results, suite_key, classes)
+        )
+        num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+        results["robustbench"] = robustbench_entry(config, results, num_params)
+        for line in attack_checks.warnings(results["checks"]):
+            logging.warning("%s", line)
+    del results["flags"]
     if config.eval_corruptions:
         results["corruptions"] = corruption_accuracy(config, state, model, mesh, key)
     results.update(
@@ -253,7 +345,20 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         scalars = {"eval/clean_accuracy": results["clean_accuracy"]}
         for row in results["worst_case"]:
             scalars[f"eval/robust_accuracy_eps_{row['epsilon']:.4f}"] = row["robust_accuracy"]
+        for run in results.get("autoattack", []):
+            scalars[f"eval/{run['suite']}_accuracy_eps_{run['epsilon']:.4f}"] = run[
+                "robust_accuracy"
+            ]
         metrics_log.write_scalars(path, checkpoint_step, scalars)
     for row in results["worst_case"]:
         logging.info("eps %.4f: robust accuracy %.4f", row["epsilon"], row["robust_accuracy"])
+    for run in results.get("autoattack", []):
+        after = ", ".join(f"{a['name']} {a['robust_accuracy']:.4f}" for a in run["attacks"])
+        logging.info(
+            "%s at eps %.4f: robust accuracy %.4f (after %s)",
+            run["suite"],
+            run["epsilon"],
+            run["robust_accuracy"],
+            after,
+        )
     return results

@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from iaat_jax import evaluate, metrics_log, train
+from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import CheckpointError
 from iaat_jax.config_checks import ConfigError
 from iaat_jax.stop import NonFiniteError, TrainingStopped
@@ -27,8 +28,10 @@ flags.DEFINE_enum(
     "mode",
     "train",
     ["train", "evaluate"],
-    "train: train, resuming from the workdir; evaluate: robustness sweep of its latest checkpoint.",
+    "train: train, resuming from the workdir; evaluate: PGD sweep and attack suite (AutoAttack) "
+    "of a checkpoint, with the run's own config unless --config is given.",
 )
+flags.DEFINE_integer("step", None, "With --mode=evaluate: the checkpoint's step (default: newest).")
 flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (Cloud TPU pods, multi-node GPU)."
 )
@@ -41,7 +44,7 @@ config_flags.DEFINE_config_file(
     "Experiment config file; override fields with --config.NAME=VALUE.",
     lock_config=True,
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
@@ -65,9 +68,11 @@ def main(argv: list[str]) -> None:
     )
     try:
         if FLAGS.mode == "train":
+            if FLAGS.config is None:
+                raise ConfigError("training needs --config=FILE (e.g. configs/default.py)")
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         else:
-            evaluate.evaluate_run(FLAGS.config, FLAGS.workdir)
+            evaluate.evaluate_run(FLAGS.config, FLAGS.workdir, FLAGS.step)
     except ConfigError as error:  # the user's input: nothing was written
         _fail(error, 2)
     except TrainingStopped as stopped:
@@ -82,12 +87,31 @@ def _fail(error: BaseException, status: int) -> None:
     sys.exit(status)
 
 
+def with_saved_config(argv: list[str]) -> list[str]:
+    """`argv`, where it evaluates a --workdir without --config, given the workdir's saved
+    config as its --config (iaat_jax/workdir.py:DIR), so --config.NAME overrides still apply."""
+
+    def value(name):
+        for index, arg in enumerate(argv):
+            if arg.startswith(f"--{name}="):
+                return arg.split("=", 1)[1]
+            if arg == f"--{name}" and index + 1 < len(argv):
+                return argv[index + 1]
+        return None
+
+    if value("mode") != "evaluate" or value("config") is not None or value("workdir") is None:
+        return argv
+    # before the overrides, which absl reads only after their config
+    return [argv[0], f"--config={workdir_lib.__file__}:{value('workdir')}", *argv[1:]]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a missing or broken config file, an unknown field or a value
     of the wrong type turned into one line and exit status 2 instead of a traceback."""
     try:
-        remaining = FLAGS(argv)
-        FLAGS.config.to_dict()  # a config file that failed to load raises on first use
+        remaining = FLAGS(with_saved_config(argv))
+        if FLAGS.config is not None:
+            FLAGS.config.to_dict()  # a config file that failed to load raises on first use
         return remaining
     except flags.Error as error:
         _fail(f"{error} (python -m iaat_jax.main --helpfull lists the flags)", 2)

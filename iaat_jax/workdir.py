@@ -33,9 +33,8 @@ RESUMABLE_FIELDS = frozenset(
         "sweep_step_size",
         "sweep_restarts",
         "sweep_losses",
-        "sweep_apgd_losses",
-        "sweep_apgd_steps",
-        "sweep_apgd_targets",
+        "eval_suite",
+        "eval_suite_epsilons",
         "log_every_steps",
         "tracked_ids",
         "checkpoints_to_keep",
@@ -79,6 +78,31 @@ def check_same_run(config: ml_collections.ConfigDict, workdir) -> bool:
 
 def save_config(config: ml_collections.ConfigDict, workdir) -> None:
     files.write_text(config_path(workdir), config.to_json(indent=2) + "\n")
+
+
+def saved_config(workdir) -> ml_collections.ConfigDict:
+    """The config that started the run in `workdir` (its config.json), with the default
+    config's field types, so that --config.NAME=VALUE overrides parse as they do for a file."""
+    import importlib
+
+    path = config_path(workdir)
+    if not files.exists(path):
+        raise ConfigError(
+            f"{workdir} holds no training run (no config.json): pass the --workdir of a run, "
+            "or --config=FILE"
+        )
+    saved = json.loads(files.read_text(path))
+    config = importlib.import_module("configs.default").get_config()
+    with config.unlocked():
+        for name, value in saved.items():
+            config[name] = tuple(value) if isinstance(value, list) else value
+    return config
+
+
+def get_config(workdir: str) -> ml_collections.ConfigDict:
+    """Makes this file a config file: `--config=iaat_jax/workdir.py:DIR` is DIR's saved config
+    (what `--mode=evaluate --workdir=DIR` uses when no --config is given)."""
+    return saved_config(workdir)
 
 
 class WorkdirLock:

@@ -122,6 +122,7 @@ def trained_runs(tmp_path_factory, data_dir) -> dict:
                 log_every_steps=25,
                 sweep_epsilons=(0.0, 0.15, 0.3),
                 sweep_attack_steps=3,
+                eval_suite="smoke",
             )
         )
         workdir = tmp_path_factory.mktemp(method)

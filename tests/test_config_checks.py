@@ -24,6 +24,8 @@ from iaat_jax import config_checks, train
         ("warmup_epochs", 3, "warmup_epochs=3 exceeds config.num_epochs=2"),
         ("attack_batchnorm_updates", True, "attack_batchnorm_updates=True needs batch statistics"),
         ("epsilon_ramp_epochs", -1, "epsilon_ramp_epochs=-1 must be >= 0"),
+        ("eval_suite", "autoatack", "unknown eval_suite 'autoatack'"),
+        ("eval_suite_epsilons", (0.0,), "eval_suite_epsilons entry 0.0 must be in"),
     ],
 )
 def test_bad_config_is_one_clear_error(fast_config, field, value, message):

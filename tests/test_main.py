@@ -114,6 +114,46 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # trains 60 steps, then evaluates twice through the CLI, about 2 minutes
+def test_evaluate_reads_the_runs_config_any_checkpoint_on_any_device_count(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    trained = run_cli(  # on one device, at a batch that does not split over 8
+        f"--workdir={workdir}",
+        f"--config.data_dir={data_dir}",
+        "--config.batch_size=60",
+        "--config.num_train_steps=60",
+        "--config.num_epochs=1",
+        "--config.warmup_epochs=0",
+        "--config.attack_steps=2",
+        "--config.eval_attack_steps=2",
+        "--config.checkpoint_every_steps=30",
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    env = dict(cli_env(8), PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "iaat_jax.main", "--mode=evaluate", f"--workdir={workdir}"]
+    overrides = ["--config.eval_suite=smoke", "--config.sweep_epsilons=(0.0,0.3)"]
+    run = lambda *args: subprocess.run(
+        [*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    result = run("--step=30", *overrides)  # no --config: the run's own, with two overrides
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "evaluate: 8 devices" in result.stderr
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert saved["checkpoint_step"] == 30 and saved["method"] == "iaat"
+    assert [row["epsilon"] for row in saved["worst_case"]] == [0.0, 0.3]
+    entry = saved["robustbench"]
+    assert entry["eps"] == 0.3 and entry["n_examples"] == 1000 and entry["suite"] == "smoke"
+    assert list(entry["robust_acc_after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert entry["autoattack_acc"] == saved["autoattack"][0]["attacks"][-1]["robust_accuracy"]
+    assert saved["worst_case"][1]["robust_accuracy"] <= entry["autoattack_acc"]
+    assert {"zero_gradient_examples", "randomness_suspected", "gradient_masking_suspected"} <= (
+        saved["checks"].keys()
+    )
+    missing = run("--step=45", *overrides)
+    assert missing.returncode == 2
+    assert "no checkpoint at step 45" in missing.stderr and "steps 30, 60" in missing.stderr
+
+
 @pytest.mark.slow  # four short CLI runs, about 25 s each
 @pytest.mark.parametrize("devices", [1, 2, 4, 8])
 def test_the_default_runs_unchanged_on_one_two_four_and_eight_devices(devices, data_dir, tmp_path):
