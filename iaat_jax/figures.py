@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-from iaat_jax.runs import Run, group_by_setting  # noqa: E402
+from iaat_jax.runs import Run, group_by_setting, measure_name  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -28,9 +28,9 @@ def frontier_gap(pgd_points: list[tuple[float, float]], robust: float, clean: fl
     return clean - float(np.interp(robust, robust_values, clean_values))
 
 
-def _group_point(group: list[Run], test_epsilon: float):
+def _group_point(group: list[Run], test_epsilon: float, suite: str | None):
     """(mean robust, mean clean, sd robust, sd clean) over a setting's seeds that have both."""
-    points = [(r.robust_accuracy(test_epsilon), r.clean_accuracy()) for r in group]
+    points = [(r.robust_accuracy(test_epsilon, suite), r.clean_accuracy()) for r in group]
     points = [p for p in points if None not in p]
     if not points:
         return None
@@ -39,7 +39,9 @@ def _group_point(group: list[Run], test_epsilon: float):
     return float(robust.mean()), float(clean.mean()), spread(robust), spread(clean)
 
 
-def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> list[str]:
+def plot_pareto(
+    runs: list[Run], test_epsilon: float, out: epath.Path, warn, suite: str | None = None
+) -> list[str]:
     """pareto.png; returns a line per IAAT setting saying whether it is beyond the frontier.
 
     A setting run with several seeds is drawn at its mean with one-standard-deviation bars,
@@ -54,15 +56,20 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
         "pgd": ("o", 7, "tab:blue"),
     }
     for group in group_by_setting(runs):
-        point = _group_point(group, test_epsilon)
+        point = _group_point(group, test_epsilon, suite)
+        missing = [r.name for r in group if r.robust_accuracy(test_epsilon, suite) is None]
+        if missing:
+            warn(
+                f"pareto.png: {', '.join(missing)} lack {measure_name(suite)} at eps "
+                f"{test_epsilon:.4g}: left out"
+            )
         if point is None:
-            warn(f"pareto.png: {group[0].name} has no robust accuracy at eps {test_epsilon:.4g}")
             continue
         method, seeds = group[0].method, len(group)
         marker, size, color = style.get(method, ("o", 8, "k"))
         name = group[0].name if seeds == 1 else f"{group[0].name} ({seeds} seeds)"
         for run in group if seeds > 1 else ():
-            clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon)
+            clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon, suite)
             if clean is not None and robust is not None:
                 axis.plot(robust, clean, ".", color=color, alpha=0.4)
         axis.errorbar(
@@ -111,7 +118,7 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
     else:
         warn("pareto.png: no PGD run, so no frontier is drawn")
     axis.set(
-        xlabel=f"robust accuracy (eps {test_epsilon:.4g})",
+        xlabel=f"robust accuracy at eps {test_epsilon:.4g}: {measure_name(suite)}",
         ylabel="clean accuracy",
         title="Clean vs robust accuracy",
     )
@@ -123,27 +130,50 @@ def plot_pareto(runs: list[Run], test_epsilon: float, out: epath.Path, warn) -> 
     return verdicts
 
 
+def _setting_label(run: Run, seeds: int) -> str:
+    what = (
+        "clean training"
+        if run.method == "clean"
+        else f"{run.method.upper()} eps {run.train_epsilon:.3g}"
+    )
+    return what if seeds == 1 else f"{what} ({seeds} seeds)"
+
+
 def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for run in runs:
-        if not run.sweep:
-            warn(f"robustness_curve.png: {run.name} has no eval.json (run --mode=evaluate)")
-            continue
-        rows = run.sweep["worst_case"]
-        axis.plot(
-            [r["epsilon"] for r in rows],
-            [r["robust_accuracy"] for r in rows],
-            "o-",
-            label=f"{run.method} eps {run.train_epsilon:.3g} ({run.name})",
-        )
+    """robustness_curve.png: eval.json's worst case over the test radii, one line per setting
+    (its seeds' mean, a band of one standard deviation), a colour per setting."""
+    groups = []
+    for group in group_by_setting(runs):
+        for run in group:
+            if not run.sweep:
+                warn(f"robustness_curve.png: {run.name} has no eval.json (run --mode=evaluate)")
+        group = [run for run in group if run.sweep]
+        if group:
+            groups.append(group)
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    colours = plt.cm.tab10(np.arange(len(groups)) % 10)
+    suites = sorted({a["suite"] for g in groups for r in g for a in r.sweep.get("autoattack", [])})
+    for group, colour in zip(groups, colours, strict=True):
+        curves = [
+            {round(r["epsilon"], 6): r["robust_accuracy"] for r in run.sweep["worst_case"]}
+            for run in group
+        ]
+        radii = sorted(set.intersection(*(set(c) for c in curves)))
+        values = np.array([[c[e] for e in radii] for c in curves])
+        mean = values.mean(axis=0)
+        axis.plot(radii, mean, "o-", color=colour, label=_setting_label(group[0], len(group)))
+        if len(group) > 1:
+            spread = values.std(axis=0, ddof=1)
+            axis.fill_between(radii, mean - spread, mean + spread, color=colour, alpha=0.2)
+    attacks = "PGD" + (f" and {', '.join(suites)} where it ran" if suites else "")
     axis.set(
         xlabel="test eps (L-inf)",
-        ylabel="robust accuracy (worst case of attacks)",
-        title="Robustness over test radii",
+        ylabel="robust accuracy (worst case)",
+        title=f"Robustness over test radii: worst case of {attacks}",
         ylim=(0, 1),
     )
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     figure.tight_layout()
     figure.savefig(out / "robustness_curve.png", dpi=120)
     plt.close(figure)

@@ -4,8 +4,10 @@ Writes into OUT: pareto.png (clean vs robust accuracy, fixed-radius PGD runs dra
 frontier, IAAT runs marked; paper Fig 3), robustness_curve.png (robust accuracy over test radii,
 Fig 4), epsilon_over_epochs.png (mean and tracked radii per epoch, Fig 5), epsilon_samples.png
 (training images with the smallest and largest radii, Fig 2), epsilon_histogram.png (final
-radii per class) and report.md. iaat_jax.figures draws them. A run that lacks what a figure
-needs is named in a warning.
+radii per class) and report.md. iaat_jax.figures draws them. Robust accuracy comes from each
+run's eval.json only (`--suite`: one suite's number, e.g. autoattack; default: the worst case
+over every attack it ran), and each figure says which; a run that lacks what a figure needs is
+named in a warning, never filled in with its per-epoch PGD number.
 """
 
 import argparse
@@ -16,7 +18,7 @@ import numpy as np
 from etils import epath
 
 from iaat_jax import figures
-from iaat_jax.runs import ReportError, Run, group_by_setting, load_run, trained
+from iaat_jax.runs import ReportError, Run, group_by_setting, load_run, measure_name, trained
 
 
 def _first_iaat_with_table(runs: list[Run], figure_name: str, warn) -> Run | None:
@@ -41,7 +43,7 @@ def _mean_spread(values: list[float | None]) -> str:
     )
 
 
-def seed_table(runs: list[Run], test_epsilon: float) -> list[str]:
+def seed_table(runs: list[Run], test_epsilon: float, suite: str | None = None) -> list[str]:
     """Markdown rows: each setting over its seeds, runs that did not train counted in."""
     header = "| setting | seeds | did not train | clean | robust @ " + f"{test_epsilon:.4g} |"
     lines = [header, "| --- | --- | --- | --- | --- |"]
@@ -52,12 +54,12 @@ def seed_table(runs: list[Run], test_epsilon: float) -> list[str]:
         lines.append(
             f"| {first.method}{train_eps} ({', '.join(r.name for r in group)}) | {len(group)} | "
             f"{', '.join(failed) or 'none'} | {_mean_spread([r.clean_accuracy() for r in group])}"
-            f" | {_mean_spread([r.robust_accuracy(test_epsilon) for r in group])} |"
+            f" | {_mean_spread([r.robust_accuracy(test_epsilon, suite) for r in group])} |"
         )
     return lines
 
 
-def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out) -> None:
+def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite) -> None:
     header = ["run", "method", "train eps", "seed", "clean"]
     header += [f"robust @ {e:.4g}" for e in test_epsilons]
     lines = ["# IAAT report", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -66,18 +68,17 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out) -
         cells = [run.name, run.method, train_eps, str(run.config.get("seed", "?"))]
         clean = _fmt(run.clean_accuracy())
         cells.append(clean if trained(run) else f"{clean} (did not train)")
-        cells += [_fmt(run.robust_accuracy(e)) for e in test_epsilons]
+        cells += [_fmt(run.robust_accuracy(e, suite)) for e in test_epsilons]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Robust accuracy is the per-example worst case over the attacks of each run's",
-        "eval.json (settings there); without one, the last epoch's PGD evaluation at the",
-        "run's own eps. A run whose clean accuracy stayed under twice chance is marked as",
-        "not trained and still counted below.",
+        f"Robust accuracy: {measure_name(suite)} (its settings are there); '-' where a",
+        "run's eval.json lacks it. A run whose clean accuracy stayed under twice chance (for",
+        "its dataset's class count) is marked as not trained and still counted below.",
         "",
         "## Over seeds (mean ± standard deviation, min-max)",
         "",
-        *seed_table(runs, test_epsilon),
+        *seed_table(runs, test_epsilon, suite),
         "",
         f"## Beyond the frontier? (test eps {test_epsilon:.4g})",
         "",
@@ -102,8 +103,11 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def make_report(run_dirs: list[str], out_dir: str, test_epsilon: float | None = None) -> list[str]:
-    """Write every figure and report.md for `run_dirs` into `out_dir`; return the warnings."""
+def make_report(
+    run_dirs: list[str], out_dir: str, test_epsilon: float | None = None, suite: str | None = None
+) -> list[str]:
+    """Write every figure and report.md for `run_dirs` into `out_dir`; return the warnings.
+    `suite`: the robust accuracy of that suite (default: eval.json's worst case)."""
     runs = [load_run(d) for d in run_dirs]
     out = epath.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +121,10 @@ def make_report(run_dirs: list[str], out_dir: str, test_epsilon: float | None = 
         {round(row["epsilon"], 6) for r in runs if r.sweep for row in r.sweep["worst_case"]}
         | {round(test_epsilon, 6)}
     )
-    verdicts = figures.plot_pareto(runs, test_epsilon, out, warn)
+    for run in runs:
+        if run.sweep is None:
+            warn(f"{run.name} has no eval.json: run python -m iaat_jax.main --mode=evaluate")
+    verdicts = figures.plot_pareto(runs, test_epsilon, out, warn, suite)
     figures.plot_robustness_curve(runs, out, warn)
     figures.plot_epsilon_over_epochs(runs, out, warn)
     run = _first_iaat_with_table(runs, "epsilon_samples.png / epsilon_histogram.png", warn)
@@ -130,7 +137,7 @@ def make_report(run_dirs: list[str], out_dir: str, test_epsilon: float | None = 
         )
         figures.plot_epsilon_samples(run, images, out)
         figures.plot_epsilon_histogram(run, labels, out)
-    write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out)
+    write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite)
     return warnings
 
 
@@ -146,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="radius of pareto.png (default: the IAAT runs' training eps)",
     )
+    parser.add_argument(
+        "--suite",
+        default=None,
+        help="robust accuracy of this eval.json suite (e.g. autoattack) in pareto.png and the "
+        "tables (default: the worst case over every attack eval.json ran)",
+    )
     args = parser.parse_args(argv)
     try:
-        warnings = make_report(args.runs, args.out, args.test_epsilon)
+        warnings = make_report(args.runs, args.out, args.test_epsilon, args.suite)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import numpy as np
 from etils import epath
 
 from iaat_jax import files
+from iaat_jax.datasets import DATASETS
 
 
 class ReportError(ValueError):
@@ -41,14 +42,23 @@ class Run:
             return self.sweep["clean_accuracy"]
         return self.epoch_evals[-1]["clean_accuracy"] if self.epoch_evals else None
 
-    def robust_accuracy(self, test_epsilon: float) -> float | None:
-        """Worst case of the sweep at test_epsilon, else the last epoch's eval if it matches."""
-        for row in (self.sweep or {}).get("worst_case", []):
+    def robust_accuracy(self, test_epsilon: float, suite: str | None = None) -> float | None:
+        """From eval.json at test_epsilon: the worst case over every attack run there (suite
+        None), or that suite's own accuracy. None where eval.json lacks it: never the
+        per-epoch PGD-10 number, which would overstate robustness."""
+        if suite is None:
+            rows = (self.sweep or {}).get("worst_case", [])
+        else:
+            rows = [r for r in (self.sweep or {}).get("autoattack", []) if r["suite"] == suite]
+        for row in rows:
             if np.isclose(row["epsilon"], test_epsilon):
                 return row["robust_accuracy"]
-        if self.epoch_evals and np.isclose(self.train_epsilon, test_epsilon):
-            return self.epoch_evals[-1]["robust_accuracy"]
         return None
+
+    @property
+    def num_classes(self) -> int:
+        spec = DATASETS.get(self.config.get("dataset"))
+        return spec.num_classes if spec else 10
 
 
 # config fields that differ between the seeds of one setting without changing the setting
@@ -69,10 +79,17 @@ def group_by_setting(runs: list[Run]) -> list[list[Run]]:
     return list(groups.values())
 
 
-def trained(run: Run, num_classes: int = 10) -> bool:
-    """False for a run whose clean accuracy stayed near chance (under 2 / num_classes)."""
+def trained(run: Run) -> bool:
+    """False for a run whose clean accuracy stayed near chance (under 2 / its class count)."""
     clean = run.clean_accuracy()
-    return clean is None or clean >= 2.0 / num_classes
+    return clean is None or clean >= 2.0 / run.num_classes
+
+
+def measure_name(suite: str | None) -> str:
+    """How a figure or table names the robust accuracy it shows."""
+    if suite is None:
+        return "worst case over every attack of eval.json"
+    return f"{suite} (eval.json)"
 
 
 def _json_lines(path: str) -> list[dict]:

@@ -86,6 +86,35 @@ def test_the_seed_table_gives_mean_spread_and_names_runs_that_did_not_train():
     assert cells[3] == f"{clean.mean():.3f} ± {clean.std(ddof=1):.3f} (0.110-0.930)"
 
 
+def test_pareto_uses_the_declared_suite_and_names_runs_without_it(tmp_path):
+    from test_runs import run_of
+
+    pgd = run_of("p0", 0, 0.3, 0.96, 0.80)
+    iaat = run_of("i0", 0, 0.3, 0.97, 0.75)
+    iaat.config["method"] = "iaat"
+    iaat.sweep["autoattack"] = [{"suite": "autoattack", "epsilon": 0.3, "robust_accuracy": 0.64}]
+    warnings = []
+    verdicts = figures.plot_pareto([pgd, iaat], 0.3, tmp_path, warnings.append, "autoattack")
+    assert any("p0 lack autoattack" in w for w in warnings)  # named, not filled in
+    assert verdicts == []  # no fixed-radius run measured with that suite: no frontier
+    verdicts = figures.plot_pareto([pgd, iaat], 0.3, tmp_path, warnings.append)
+    assert "robust 0.750" in verdicts[0]  # the default: eval.json's worst case
+
+
+def test_the_robustness_curve_draws_one_line_per_setting(tmp_path, monkeypatch):
+    from test_runs import run_of
+
+    runs = [run_of(f"a{s}", s, 0.3, 0.9, 0.6 + s / 100) for s in range(3)]
+    runs += [run_of("b0", 0, 0.1, 0.9, 0.2)]
+    drawn = []
+    monkeypatch.setattr(
+        figures.plt.Axes, "plot", lambda self, x, y, *a, **k: drawn.append((list(y), k["label"]))
+    )
+    figures.plot_robustness_curve(runs, tmp_path, lambda w: None)
+    assert [label for _, label in drawn] == ["PGD eps 0.3 (3 seeds)", "PGD eps 0.1"]
+    assert drawn[0][0] == pytest.approx([0.61])  # the seeds' mean
+
+
 def test_a_frontier_gap_smaller_than_the_seeds_spread_is_called_so(tmp_path):
     from test_runs import run_of
 

@@ -31,16 +31,29 @@ def test_a_run_reads_its_evaluations_sweep_and_table(tmp_path):
     assert (run.name, run.method, run.train_epsilon) == ("run", "iaat", 0.3)
     assert [r["step"] for r in run.epoch_evals] == [40, 80]
     assert run.clean_accuracy() == 0.91  # the sweep's, when there is one
-    assert run.robust_accuracy(0.2) == 0.7 and run.robust_accuracy(0.3) == 0.6
-    assert run.robust_accuracy(0.1) is None
+    assert run.robust_accuracy(0.2) == 0.7
+    # never the per-epoch PGD number, not even at the training radius
+    assert run.robust_accuracy(0.3) is None and run.robust_accuracy(0.1) is None
     np.testing.assert_array_equal(run.table, np.arange(4))
 
 
-def test_without_a_sweep_the_last_epoch_speaks(tmp_path):
+def test_without_a_sweep_the_last_epoch_gives_clean_accuracy_only(tmp_path):
     write_run(tmp_path / "run", [{"step": 40, "clean_accuracy": 0.8, "robust_accuracy": 0.5}])
     run = load_run(str(tmp_path / "run"))
     assert run.sweep is None and run.table is None
-    assert run.clean_accuracy() == 0.8 and run.robust_accuracy(0.3) == 0.5
+    assert run.clean_accuracy() == 0.8 and run.robust_accuracy(0.3) is None
+
+
+def test_a_suite_is_read_by_name_and_the_worst_case_is_the_default():
+    sweep = {
+        "clean_accuracy": 0.9,
+        "worst_case": [{"epsilon": 0.3, "robust_accuracy": 0.60}],
+        "autoattack": [{"suite": "autoattack", "epsilon": 0.3, "robust_accuracy": 0.62}],
+    }
+    run = Run(epath.Path("r"), {"method": "iaat", "epsilon": 0.3}, [], sweep, None)
+    assert run.robust_accuracy(0.3) == 0.60
+    assert run.robust_accuracy(0.3, "autoattack") == 0.62
+    assert run.robust_accuracy(0.3, "apgd") is None  # a suite it did not run: nothing
 
 
 def test_a_directory_that_is_no_run_is_a_clear_error(tmp_path):
@@ -83,3 +96,10 @@ def test_seeds_of_one_setting_are_grouped_and_a_run_that_did_not_train_is_kept()
     groups = group_by_setting(runs)
     assert [[r.name for r in g] for g in groups] == [["a0", "a1", "a2"], ["b0"]]
     assert [trained(r) for r in runs] == [True, True, False, True]
+
+
+def test_did_not_train_is_judged_against_the_datasets_class_count():
+    run = run_of("c", 0, 0.03, 0.05, 0.01)  # 5%: far above chance on CIFAR-100, not on 10
+    assert not trained(run)
+    run.config["dataset"] = "cifar100"
+    assert trained(run)
