@@ -155,6 +155,7 @@ INSTALL = False
 WORKDIR = {str(tmp_path / "default")!r}
 NUM_TRAIN_STEPS = 12
 SWEEP_EPSILONS = (0.0, 0.3)
+EVAL_SUITE = "smoke"
 CIFAR_DATA_DIR = {str(tmp_path / "cifar_data")!r}
 CIFAR_WORKDIR = {str(tmp_path / "cifar10")!r}
 CIFAR_OVERRIDES = {cifar!r}
