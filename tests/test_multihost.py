@@ -16,6 +16,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+RUN = (  # the run both tests train
+    "--config.num_epochs=1",
+    "--config.warmup_epochs=1",
+    "--config.attack_steps=2",
+    "--config.eval_attack_steps=2",
+    "--config.batch_size=80",
+    "--config.epsilon=0.1",
+    "--config.epsilon_ramp_epochs=0",  # warm-up radii: epsilon or 0
+)
+
+
 def start_hosts(workdir, data_dir, *overrides):
     """Two processes with two CPU devices each, training one run of the default config."""
     address = f"localhost:{free_port()}"
@@ -28,13 +39,7 @@ def start_hosts(workdir, data_dir, *overrides):
                 f"--coordinator_address={address}",
                 "--num_processes=2",
                 f"--process_id={index}",
-                "--config.num_epochs=1",
-                "--config.warmup_epochs=1",
-                "--config.attack_steps=2",
-                "--config.eval_attack_steps=2",
-                "--config.batch_size=80",
-                "--config.epsilon=0.1",
-                "--config.epsilon_ramp_epochs=0",  # warm-up radii: epsilon or 0
+                *RUN,
                 *overrides,
             ),
             cwd=REPO,
@@ -47,10 +52,9 @@ def start_hosts(workdir, data_dir, *overrides):
     ]
 
 
-@pytest.mark.slow  # two processes compile and train, about 40 s
-def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path):
-    workdir = tmp_path / "run"
-    processes = start_hosts(workdir, data_dir)
+def run_hosts(workdir, data_dir, *overrides) -> list[str]:
+    """Both hosts to the end; their outputs. Fails naming the host that failed."""
+    processes = start_hosts(workdir, data_dir, *overrides)
     try:
         outputs = [process.communicate(timeout=400)[0] for process in processes]
     finally:  # one host failing leaves the other waiting at a barrier: never leave it running
@@ -58,6 +62,13 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
             process.kill()
     failed = [i for i, process in enumerate(processes) if process.returncode != 0]
     assert not failed, "\n".join(f"--- host {i}:\n{outputs[i][-2500:]}" for i in failed)
+    return outputs
+
+
+@pytest.mark.slow  # two processes compile and train, then evaluate twice, about 2 minutes
+def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    outputs = run_hosts(workdir, data_dir)
     assert "train: 4 devices (cpu) on 2 hosts; this is host 1 with 2 of them" in outputs[1]
 
     # warm-up epoch: every visited id holds epsilon or 0; both hosts' halves reach the saved table
@@ -70,6 +81,24 @@ def test_two_hosts_train_together_and_merge_the_epsilon_table(data_dir, tmp_path
     evals = [r for r in evals if "robust_accuracy" in r]
     assert len(evals) == 1 and evals[0]["clean_accuracy"] > 0.5
     assert np.isclose(evals[0]["epsilon_mean"], table.mean())
+
+    # the suite on two hosts, each gathering its own survivors, gives what one process gives
+    evaluation = ("--mode=evaluate", "--config.eval_suite=smoke", "--config.sweep_epsilons=(0.0,)")
+    run_hosts(workdir, data_dir, *evaluation)
+    on_two_hosts = json.loads((workdir / "eval.json").read_text())
+    one = subprocess.run(
+        main_command(workdir, data_dir, *RUN, *evaluation),
+        cwd=REPO,
+        env=cli_env(devices=1),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert one.returncode == 0, one.stderr[-2500:]
+    on_one = json.loads((workdir / "eval.json").read_text())
+    assert on_two_hosts["autoattack"][0]["robust_accuracy"] < on_two_hosts["clean_accuracy"]
+    for key in ("clean_accuracy", "robustbench"):
+        assert on_two_hosts[key] == on_one[key]
 
 
 @pytest.mark.slow  # two processes, about 40 s
