@@ -267,6 +267,7 @@ def suite_results(
         if row is None:
             row = {"epsilon": eps, "attacks": [], "restarts": 1}
             sweep["worst_case"] = sorted(sweep["worst_case"] + [row], key=lambda r: r["epsilon"])
+        row["pgd_robust_accuracy"] = row.get("robust_accuracy")  # the sweep's alone
         row["robust_accuracy"] = float(_global_sum(worst.sum())) / count
         row["attacks"] = sorted(set(row["attacks"]) | {a.name for a in suite})
         if eps == suite_epsilons(config)[0] and suite[-1].name == "square":

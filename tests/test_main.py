@@ -145,7 +145,8 @@ def test_evaluate_reads_the_runs_config_any_checkpoint_on_any_device_count(data_
     assert entry["eps"] == 0.3 and entry["n_examples"] == 1000 and entry["suite"] == "smoke"
     assert list(entry["robust_acc_after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert entry["autoattack_acc"] == saved["autoattack"][0]["attacks"][-1]["robust_accuracy"]
-    assert saved["worst_case"][1]["robust_accuracy"] <= entry["autoattack_acc"]
+    worst = saved["worst_case"][1]  # over the sweep and the suite; each alone is no lower
+    assert worst["robust_accuracy"] <= min(entry["autoattack_acc"], worst["pgd_robust_accuracy"])
     assert {"zero_gradient_examples", "randomness_suspected", "gradient_masking_suspected"} <= (
         saved["checks"].keys()
     )
