@@ -9,6 +9,7 @@ from etils import epath
 
 from iaat_jax import files
 from iaat_jax.datasets import DATASETS
+from iaat_jax.workdir import RESUMABLE_FIELDS
 
 
 class ReportError(ValueError):
@@ -61,8 +62,9 @@ class Run:
         return spec.num_classes if spec else 10
 
 
-# config fields that differ between the seeds of one setting without changing the setting
-_NOT_THE_SETTING = ("seed", "data_dir", "num_train_steps")
+# config fields that differ between the seeds of one setting without changing the setting:
+# the seed, and what a resumed run may change (where data lives, bookkeeping, evaluation)
+_NOT_THE_SETTING = frozenset({"seed"}) | RESUMABLE_FIELDS
 
 
 def setting_of(run: Run) -> str:

@@ -35,6 +35,10 @@ RESUMABLE_FIELDS = frozenset(
         "sweep_losses",
         "eval_suite",
         "eval_suite_epsilons",
+        # evaluation fields of earlier versions, still in older runs' config.json
+        "sweep_apgd_losses",
+        "sweep_apgd_steps",
+        "sweep_apgd_targets",
         "log_every_steps",
         "tracked_ids",
         "checkpoints_to_keep",

@@ -83,6 +83,7 @@ def run_of(name, seed, epsilon, clean, robust) -> Run:
         "worst_case": [{"epsilon": 0.3, "robust_accuracy": robust}],
     }
     config = {"method": "pgd", "epsilon": epsilon, "seed": seed, "data_dir": f"/d{seed}"}
+    config["eval_suite"] = "autoattack" if seed else "apgd"  # how it was evaluated: no matter
     return Run(epath.Path(name), config, [], sweep, None)
 
 
