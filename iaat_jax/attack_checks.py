@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -24,12 +23,6 @@ from iaat_jax.sharding import DATA_AXIS
 
 SQUARE_ALPHA = 0.002  # AutoAttack's check_square_sr: a larger share broken by Square warns
 RANDOM_ALPHA = 1e-4  # AutoAttack's check_randomized: largest change of L2-normalised logits
-
-
-def _global_sum(value) -> float:
-    if jax.process_count() == 1:
-        return float(value)
-    return float(np.sum(multihost_utils.process_allgather(np.asarray(value))))
 
 
 @functools.cache
@@ -67,12 +60,11 @@ def model_checks(state, model: nn.Module, mesh: Mesh, batch: dict, mask: np.ndar
     change = np.linalg.norm(unit(first) - unit(again), axis=1)
     real = mask > 0
     largest = float(np.max(change[real[:half]], initial=0.0))
-    if jax.process_count() > 1:
-        largest = float(np.max(multihost_utils.process_allgather(np.float32(largest))))
+    largest = float(sharding.every_host(np.float32(largest)).max())
     zero = np.sum((sharding.local_rows(gradient_size) == 0) & real)
     return {
-        "zero_gradient_examples": int(_global_sum(zero)),
-        "checked_examples": int(_global_sum(real.sum())),
+        "zero_gradient_examples": int(sharding.every_host(zero).sum()),
+        "checked_examples": int(sharding.every_host(real.sum()).sum()),
         "logits_change_between_passes": largest,
         "randomness_suspected": largest > RANDOM_ALPHA,
     }

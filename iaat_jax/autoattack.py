@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -145,19 +144,11 @@ def make_attack_step(model: nn.Module, mesh: Mesh, name: str, iterations: int):
     return jax.jit(sharded)
 
 
-def _global(values) -> np.ndarray:
-    """Per-host values [k] of every host stacked: [hosts, k]."""
-    values = np.atleast_1d(np.asarray(values))
-    if jax.process_count() == 1:
-        return values[None]
-    return np.asarray(multihost_utils.process_allgather(values))
-
-
 def _batches(rows: np.ndarray, size: int, devices: int):
     """(rows, batch size) of full batches of `size`, the last one rounded up to a quarter of
     `size` (fewer padded rows, at most four programs per attack), the same number of batches
     and sizes on every host."""
-    counts = _global(len(rows))[:, 0]
+    counts = sharding.every_host(len(rows))[:, 0]
     num_batches = math.ceil(counts.max() / size)
     quarter = max(math.ceil(size / 4 / devices) * devices, devices)
     last = int(counts.max()) - (num_batches - 1) * size  # the host with the most rows decides
@@ -189,7 +180,7 @@ def run_suite(
     clean-correct flags). Returns (the per-example flags after the last attack, and per attack
     its budget, the global robust accuracy after it, how many it broke, its seconds)."""
     robust = robust.astype(bool).copy()
-    total = int(_global(len(robust)).sum())
+    total = int(sharding.every_host(len(robust)).sum())
     # one stage per (attack, target): each runs on the survivors of the stages before it
     stages = [
         (number, rank)
@@ -197,7 +188,7 @@ def run_suite(
         for rank in range(1, attack.budget(num_classes).get("targets", 1) + 1)
     ]
     started, spent = time.perf_counter(), 0.0
-    results, before, attack_started = [], int(_global(robust.sum()).sum()), started
+    results, before, attack_started = [], int(sharding.every_host(robust.sum()).sum()), started
     for stage, (number, rank) in enumerate(stages):
         attack = suite[number]
         attack_step = make_attack_step(model, mesh, attack.name, attack.iterations)
@@ -214,7 +205,7 @@ def run_suite(
         spent += len(survivors) * _cost(attack)
         rate = (time.perf_counter() - started) / max(spent, 1e-9)
         eta = rate * robust.sum() * sum(_cost(suite[n]) for n, _ in stages[stage + 1 :])
-        robust_now = int(_global(robust.sum()).sum())
+        robust_now = int(sharding.every_host(robust.sum()).sum())
         targets = attack.budget(num_classes).get("targets", 1)
         logging.info(
             "AutoAttack suite at eps %.4f: %s%s: %d of %d robust | ETA %s",

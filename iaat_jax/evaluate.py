@@ -19,7 +19,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
 from iaat_jax import (
     attack_checks,
@@ -91,9 +90,7 @@ def suite_epsilons(config: ml_collections.ConfigDict) -> tuple[float, ...]:
 
 def _global_sum(values: np.ndarray) -> np.ndarray:
     """Sum over hosts of per-host partial sums."""
-    if jax.process_count() == 1:
-        return values
-    return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+    return sharding.every_host(values).sum(axis=0).reshape(np.shape(values))
 
 
 def measure(

@@ -6,6 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -51,3 +52,11 @@ def local_rows(array: jax.Array) -> np.ndarray:
     """This host's rows of a batch-sharded global array, in the order they were given."""
     shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
     return np.concatenate([np.asarray(shard.data) for shard in shards])
+
+
+def every_host(values) -> np.ndarray:
+    """This host's values [k] (or a scalar) beside every other host's: [hosts, k]."""
+    values = np.atleast_1d(np.asarray(values))
+    if jax.process_count() == 1:
+        return values[None]
+    return np.asarray(multihost_utils.process_allgather(values))
