@@ -33,13 +33,16 @@ class FakeDataSource(HostInput):
             "id": ids.astype(np.int64),
         }
 
-    def train_epoch(self, epoch: int) -> Iterator[Batch]:
+    def train_epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """Batches `skip` to `steps_per_epoch` of epoch `epoch`; each is drawn from its own
+        seed, so skipping gives the batches a replay would."""
         start, end = host_range(self.num_train, self.process_index, self.process_count)
-        rng = np.random.default_rng((self.config.seed, epoch, self.process_index))
-        ids = start + rng.permutation(end - start)
-        for step in range(self.steps_per_epoch):
+        seed = (self.config.seed, epoch, self.process_index)
+        ids = start + np.random.default_rng(seed).permutation(end - start)
+        for step in range(skip, self.steps_per_epoch):
             yield self._batch(
-                rng, ids[step * self.local_batch_size : (step + 1) * self.local_batch_size]
+                np.random.default_rng((*seed, step)),
+                ids[step * self.local_batch_size : (step + 1) * self.local_batch_size],
             )
 
     def eval_batches(self) -> Iterator[Batch]:

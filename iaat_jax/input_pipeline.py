@@ -103,11 +103,15 @@ class DataSource(HostInput):
             self._cache[name] = self._read(split, None).cache()
         return self._cache[name]
 
-    def train_epoch(self, epoch: int) -> Iterator[Batch]:
-        """This host's `steps_per_epoch` batches of epoch `epoch`, in a replayable order."""
+    def train_epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """This host's batches `skip` to `steps_per_epoch` of epoch `epoch`, in a replayable
+        order. The skipped examples are dropped after the shuffle and before decoding and
+        augmenting, which are keyed by (epoch seed, id): a resume gets the batches a replay
+        of the epoch would, without decoding the ones before."""
         seed = self.config.seed * 100_003 + epoch
         dataset = self._maybe_cached("train", self.spec.train_split, seed)
         dataset = dataset.shuffle(self.config.shuffle_buffer, seed=seed)
+        dataset = dataset.skip(skip * self.local_batch_size)
         transform = TRAIN_TRANSFORMS[self.spec.augmentation]
 
         def augment(example):
@@ -116,7 +120,7 @@ class DataSource(HostInput):
 
         dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         dataset = dataset.batch(self.local_batch_size, drop_remainder=True)
-        return iter(tfds.as_numpy(dataset.take(self.steps_per_epoch).prefetch(2)))
+        return iter(tfds.as_numpy(dataset.take(self.steps_per_epoch - skip).prefetch(2)))
 
     @property
     def num_eval(self) -> int:

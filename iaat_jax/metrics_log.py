@@ -22,7 +22,7 @@ class MetricsLog:
         self._path = files.join(workdir, "metrics.jsonl")
         self._is_primary = is_primary
         self._lines: list[str] = []  # committed: what the file holds
-        self._pending: list[str] = []
+        self._pending: list[tuple[int, str]] = []  # (step, line)
 
     def drop_after(self, step: int) -> None:
         """On resume: keep the records up to the restored step; a damaged line is dropped."""
@@ -51,13 +51,18 @@ class MetricsLog:
         if self._writer is not None:
             self._writer.write_scalars(step, scalars)
         if self._is_primary:
-            self._pending.append(json.dumps({"step": step, **record}, default=_plain) + "\n")
+            line = json.dumps({"step": step, **record}, default=_plain) + "\n"
+            self._pending.append((step, line))
 
-    def commit(self) -> None:
-        """Write every record so far to metrics.jsonl (after a checkpoint is on disk)."""
-        if self._is_primary and self._pending:
-            self._lines += self._pending
-            self._pending = []
+    def commit(self, up_to: int) -> None:
+        """Write the records of steps <= `up_to` to metrics.jsonl (once checkpoint `up_to` is
+        complete); later ones wait for a later checkpoint."""
+        if not self._is_primary:
+            return
+        done = [line for step, line in self._pending if step <= up_to]
+        self._pending = [(step, line) for step, line in self._pending if step > up_to]
+        if done:
+            self._lines += done
             files.write_text(self._path, "".join(self._lines))
 
     def close(self) -> None:

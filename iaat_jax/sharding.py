@@ -27,7 +27,9 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
     def put(leaf):
         if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(put(jax.random.key_data(leaf)))
+            return jax.random.wrap_key_data(
+                put(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf)
+            )
         value = np.asarray(jax.device_get(jnp.asarray(leaf)))  # JAX's dtypes (int -> int32)
         return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 

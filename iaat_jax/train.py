@@ -58,12 +58,13 @@ class TrainingRun:
     base_key: jax.Array
     checkpoints: Checkpointer
     log: metrics_log.MetricsLog
-    lock: WorkdirLock
     first_step: int
     total_steps: int
     feed: TableFeed = dataclasses.field(init=False)
     eval_key: jax.Array = dataclasses.field(init=False)
     progress: metrics_log.Progress = dataclasses.field(init=False)
+    _unlogged: tuple | None = dataclasses.field(init=False, default=None)  # (step, metrics)
+    _uncommitted: tuple | None = dataclasses.field(init=False, default=None)  # (step, table)
 
     def __post_init__(self):
         steps_per_epoch = self.data.steps_per_epoch
@@ -79,38 +80,46 @@ class TrainingRun:
     def train_epoch(
         self, state: TrainState, epoch: int, first_step: int, last_step: int, stop: StopRequest
     ) -> tuple[TrainState, int, bool]:
-        """Steps [first_step, last_step) of `epoch`, replaying the epoch's order to `first_step`.
+        """Steps [first_step, last_step) of `epoch`; a resume skips the batches before
+        `first_step` without decoding them (the input's `skip`).
 
-        The feed dispatches step t + 1 before it writes back the radii of step t (table_feed).
-        Saves every checkpoint_every_steps. Returns (state, next step, whether a stop was
-        requested), with every radius so far in the table.
+        The feed dispatches step t + 1 before it writes back the radii of step t (table_feed),
+        and the metrics of a log step are read once the step after it is dispatched, so the
+        host never drains that look-ahead to log. Saves every checkpoint_every_steps. Returns
+        (state, next step, whether a stop was requested), with every radius so far in the table.
         """
         config, steps_per_epoch = self.config, self.data.steps_per_epoch
-        step = first_step
-        for index, batch in enumerate(self.data.train_epoch(epoch)):
-            step = epoch * steps_per_epoch + index
-            if step < first_step:
-                continue
+        step, skip = first_step, first_step - epoch * steps_per_epoch
+        for batch in self.data.train_epoch(epoch, skip=skip):
             if step >= last_step:
                 break
             state, metrics = self.feed.step(state, batch, epoch, step)
+            self.log_pending()
             step += 1
-            self.log_train_step(step, metrics)
+            if step % config.log_every_steps == 0 or step == self.total_steps:
+                self._unlogged = (step, metrics)
+            self.commit_saved(wait=False)
             if stop.due(step, agree=step % config.log_every_steps == 0):
-                self.feed.flush()
+                self.flush()
                 return state, step, True
             every = config.checkpoint_every_steps
             if every and step % every == 0 and step < last_step:
-                self.feed.flush()
+                self.flush()
                 self.save(state, epoch, step)
-        self.feed.flush()
+        self.flush()
         return state, min(step, last_step), False
 
-    def log_train_step(self, step_done: int, metrics: dict) -> None:
-        """Every log_every_steps (and at the last step): metrics.jsonl, TensorBoard, console."""
-        config = self.config
-        if step_done % config.log_every_steps and step_done != self.total_steps:
+    def flush(self) -> None:
+        """Every radius in the table and every log step logged (waits for the device)."""
+        self.feed.flush()
+        self.log_pending()
+
+    def log_pending(self) -> None:
+        """Log the last log step's metrics (metrics.jsonl, TensorBoard, console line with ETA)."""
+        if self._unlogged is None:
             return
+        (step_done, metrics), self._unlogged = self._unlogged, None
+        config = self.config
         rate = self.progress.interval(step_done)
         record = {k: float(v) for k, v in jax.device_get(metrics).items()}
         record.update(
@@ -120,8 +129,6 @@ class TrainingRun:
             images_per_second=rate * config.batch_size,
         )
         self.log.write(step_done, record)
-        if jax.process_index() == 0:
-            self.lock.heartbeat()
         self.progress.report(
             step_done,
             record["epoch"],
@@ -169,7 +176,7 @@ class TrainingRun:
         self.progress.restart(step)
 
     def save(self, state: TrainState, epoch: int, step: int, table=None) -> None:
-        """Checkpoint `step`; only once it is on disk, export the table and commit metrics."""
+        """Start checkpointing `step`; its table export and metrics follow once it commits."""
         num_train = self.data.num_train
         if not _all_finite(state.params):
             raise self.diverged(f"a parameter is not finite at step {step}")
@@ -182,11 +189,26 @@ class TrainingRun:
             "dataset": self.config.dataset,
             "method": self.config.method,
         }
+        self.commit_saved(wait=True)
+        started = time.perf_counter()
         self.checkpoints.save(step, state, table.values, self.base_key, meta)
+        logging.info(
+            "checkpoint %d: the loop waited %.2f s; its files are written in the background",
+            step,
+            time.perf_counter() - started,
+        )
+        self._uncommitted = (step, table)
+
+    def commit_saved(self, wait: bool) -> None:
+        """Once the save in progress has committed (`wait`: wait for it), export its table
+        and commit the metrics up to its step: neither ever claims an incomplete checkpoint."""
+        if self._uncommitted is None or (not wait and self.checkpoints.saving):
+            return
+        (step, table), self._uncommitted = self._uncommitted, None
+        self.checkpoints.wait()
         if jax.process_index() == 0:
             table.save_npy(files.join(self.workdir, "epsilon_table.npy"))
-            self.lock.heartbeat()
-        self.log.commit()
+        self.log.commit(up_to=step)
 
     def train(self, state: TrainState) -> TrainState:
         """Every remaining step, epoch by epoch; raises TrainingStopped after a requested stop."""
@@ -201,11 +223,14 @@ class TrainingRun:
                     raise self.diverged(str(error)) from None
                 if stopped:
                     self.save(state, epoch, step)
+                    self.commit_saved(wait=True)
                     raise TrainingStopped(step, stop.reason, str(self.workdir))
                 self.end_epoch(state, epoch, step)
+        self.commit_saved(wait=True)
         return state
 
     def diverged(self, what: str) -> NonFiniteError:
+        self.commit_saved(wait=True)  # the save in progress holds finite numbers: keep it
         newest = self.checkpoints.latest_step()
         kept = "no checkpoint was written" if newest is None else f"checkpoint {newest} is intact"
         return NonFiniteError(
@@ -214,12 +239,15 @@ class TrainingRun:
         )
 
     def close(self) -> None:
-        self.checkpoints.close()
-        self.log.close()
+        """Wait for the save in progress; commit nothing more (an error may be on its way)."""
+        try:
+            self.checkpoints.close()
+        finally:
+            self.log.close()
 
 
 def _start(
-    config: ml_collections.ConfigDict, workdir: epath.Path, lock: WorkdirLock
+    config: ml_collections.ConfigDict, workdir: epath.Path
 ) -> tuple[TrainingRun, TrainState]:
     """Build the run and its state, restored from the workdir's newest readable checkpoint."""
     data = experiment.data_source(config)
@@ -253,7 +281,6 @@ def _start(
         base_key,
         checkpoints,
         log,
-        lock,
         step,
         total_steps,
     )
@@ -264,7 +291,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     """Train `config` in `workdir`, resuming from its newest checkpoint; return the final state.
 
     Raises ConfigError for bad input (before anything is written), TrainingStopped after a
-    SIGTERM/SIGINT checkpoint, NonFiniteError on divergence, CheckpointError on a failed save.
+    SIGTERM/SIGINT checkpoint, NonFiniteError on divergence, CheckpointError on a failed save
+    or a lasting read error.
     """
     config_checks.validate_config(config, jax.device_count())
     path = config_checks.check_workdir(workdir)
@@ -272,8 +300,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     lock = WorkdirLock(path)
     if jax.process_index() == 0:
         lock.acquire()
+        lock.keep_alive()  # the heartbeat is a thread: the loop never waits for its write
     try:
-        run, state = _start(config, path, lock)
+        run, state = _start(config, path)
         logging.info(
             "Training %s on %s (%d examples) in %s: steps %d to %d (%d per epoch, %d epochs), "
             "global batch %d on %d devices of %d hosts.",

@@ -4,15 +4,18 @@ A rerun resumes the run in its workdir, so it must be the same run: fields that 
 checkpoint means (dataset, model, method, radii, batch, schedule, seed, ...) may not change on
 resume; those in RESUMABLE_FIELDS may (where data lives, how often to log or save, how to
 evaluate). One process writes a workdir at a time: a lock file names it; a lock whose process is
-gone (same host) or whose heartbeat is older than LOCK_STALE_SECONDS (any host) is taken over.
+gone (same host) or whose heartbeat is older than LOCK_STALE_SECONDS (any host) is taken over;
+the writer refreshes it every HEARTBEAT_SECONDS from a thread of its own.
 """
 
 import json
 import os
 import socket
+import threading
 import time
 
 import ml_collections
+from absl import logging
 
 from iaat_jax import files
 from iaat_jax.config_checks import ConfigError
@@ -46,6 +49,7 @@ RESUMABLE_FIELDS = frozenset(
     }
 )
 LOCK_STALE_SECONDS = 600
+HEARTBEAT_SECONDS = 60
 
 
 def config_path(workdir) -> str:
@@ -115,6 +119,7 @@ class WorkdirLock:
     def __init__(self, workdir):
         self.path = files.join(workdir, "LOCK")
         self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._released, self._beating = threading.Event(), None
 
     def _holder(self) -> dict | None:
         if not files.exists(self.path):
@@ -149,7 +154,25 @@ class WorkdirLock:
     def heartbeat(self) -> None:
         files.write_text(self.path, json.dumps({**self.owner, "heartbeat": time.time()}))
 
+    def keep_alive(self, every_seconds: float = HEARTBEAT_SECONDS) -> None:
+        """Refresh the heartbeat from a daemon thread until `release` (a failed write, e.g. a
+        gs:// hiccup, is logged and retried at the next beat)."""
+
+        def beat():
+            while not self._released.wait(every_seconds):
+                try:
+                    self.heartbeat()
+                except Exception as error:  # noqa: BLE001  (the next beat tries again)
+                    logging.warning("refreshing %s failed (%s)", self.path, error)
+
+        self._released.clear()
+        self._beating = threading.Thread(target=beat, name="workdir-heartbeat", daemon=True)
+        self._beating.start()
+
     def release(self) -> None:
+        self._released.set()
+        if self._beating is not None:
+            self._beating.join()
         holder = self._holder()
         if holder and holder.get("pid") == self.owner["pid"]:
             files.remove(self.path)

@@ -36,12 +36,12 @@ def test_text_and_arrays_round_trip_and_replace_atomically(root):
 def test_metrics_log_commits_to_the_same_filesystem(root):
     log = MetricsLog(root, is_primary=True)
     log.write(10, {"train_loss": 1.0})
-    log.commit()
+    log.commit(up_to=10)
     log.close()
     resumed = MetricsLog(root, is_primary=True)
     resumed.drop_after(10)
     resumed.write(20, {"train_loss": 0.5})
-    resumed.commit()
+    resumed.commit(up_to=20)
     lines = files.read_text(files.join(root, "metrics.jsonl")).splitlines()
     assert lines == ['{"step": 10, "train_loss": 1.0}', '{"step": 20, "train_loss": 0.5}']
 

@@ -17,14 +17,16 @@ def test_records_are_json_lines_and_a_resume_drops_those_past_its_step(tmp_path)
     for step in (10, 20, 30):
         log.write(step, {"train_loss": np.float32(step / 10), "epoch": np.int64(0), "tag": "x"})
     assert not (tmp_path / "metrics.jsonl").exists()  # nothing claims a step before a commit
-    log.commit()
+    log.commit(up_to=20)  # checkpoint 20 is complete, 30 is not yet
+    assert [r["step"] for r in records(tmp_path)] == [10, 20]
+    log.commit(up_to=30)
     log.close()
     assert [r["step"] for r in records(tmp_path)] == [10, 20, 30]
     assert records(tmp_path)[1] == {"step": 20, "train_loss": 2.0, "epoch": 0, "tag": "x"}
     resumed = metrics_log.MetricsLog(tmp_path, is_primary=True)
     resumed.drop_after(20)
     resumed.write(30, {"train_loss": 3.5})
-    resumed.commit()
+    resumed.commit(up_to=30)
     resumed.close()
     assert [(r["step"], r["train_loss"]) for r in records(tmp_path)] == [
         (10, 1.0),
@@ -38,7 +40,7 @@ def test_only_the_primary_host_writes(tmp_path):
     log = metrics_log.MetricsLog(tmp_path, is_primary=False)
     log.write(1, {"train_loss": 1.0})
     log.drop_after(0)
-    log.commit()
+    log.commit(up_to=1)
     log.close()
     assert not (tmp_path / "metrics.jsonl").exists()
 

@@ -4,6 +4,8 @@ import json
 import signal
 import socket
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -125,3 +127,55 @@ def test_sigterm_on_both_hosts_stops_them_at_one_step_with_a_checkpoint(data_dir
     assert last_lines[0] == last_lines[1] and last_lines[0].startswith("stopped by SIGTERM")
     step = int(last_lines[0].split("at step ")[1].split(":")[0])
     assert 12 <= step < 50 and (workdir / "checkpoints" / str(step)).is_dir()
+
+
+def run_checkpoint_hosts(action, workdir, processes, devices, timeout=120):
+    """tests/checkpoint_hosts.py ACTION on `processes` processes of `devices` CPU devices."""
+    address = f"localhost:{free_port()}"
+    started = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests" / "checkpoint_hosts.py"),
+                action,
+                str(workdir),
+                address,
+                str(processes),
+                str(index),
+            ],
+            cwd=REPO,
+            env=cli_env(devices=devices),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for index in range(processes)
+    ]
+    try:
+        outputs = [process.communicate(timeout=timeout)[0] for process in started]
+    finally:
+        for process in started:
+            process.kill()
+    return [process.returncode for process in started], outputs
+
+
+@pytest.mark.slow  # six short processes, about a minute
+@pytest.mark.parametrize("saved_on, restored_on", [((2, 2), (1, 4)), ((1, 4), (2, 2))])
+def test_a_checkpoint_moves_between_one_host_and_two_bit_exactly(tmp_path, saved_on, restored_on):
+    codes, outputs = run_checkpoint_hosts("save", tmp_path, *saved_on)
+    assert codes == [0] * saved_on[0], outputs
+    codes, outputs = run_checkpoint_hosts("restore", tmp_path, *restored_on)
+    assert codes == [0] * restored_on[0], "\n".join(o[-2000:] for o in outputs)
+    assert all("restored step 11 on 4 devices" in output for output in outputs)
+
+
+@pytest.mark.slow  # two short processes, about 30 s
+def test_a_read_error_on_one_host_stops_both_with_nothing_moved(tmp_path):
+    started = time.monotonic()
+    codes, outputs = run_checkpoint_hosts("flaky", tmp_path, 2, 2, timeout=90)
+    assert codes == [3, 3], "\n".join(o[-2000:] for o in outputs)
+    assert time.monotonic() - started < 90
+    assert "Input/output error" in outputs[1]  # the host that failed names its error
+    assert "read error on host(s) [1]" in outputs[0]  # the other names the host
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["11"]
+    assert not (tmp_path / "checkpoints_unreadable").exists()
