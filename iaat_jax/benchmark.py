@@ -6,6 +6,8 @@ training loop's own TableFeed (gather by id, step, scatter by id) and prints one
 method, model, global batch, device kind and count, compile seconds, seconds per step, images per
 second, the host's share of a step (gather, transfer, scatter), the analytic FLOPs per step (XLA
 cost analysis of the unrolled step, all devices) and, on GPU or TPU, the model FLOP utilisation.
+With --checkpoint_dir=DIR it times checkpoint saves instead: the seconds the loop is blocked
+per save (asynchronous, as training saves) against waiting for the commit and table export.
 """
 
 import json
@@ -18,8 +20,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from iaat_jax import config_checks, experiment, fake_data, sharding
+from iaat_jax import config_checks, experiment, fake_data, files, sharding
 from iaat_jax import step as step_lib
+from iaat_jax.checkpoint import Checkpointer
 from iaat_jax.epsilon import EpsilonTable
 from iaat_jax.table_feed import TableFeed
 
@@ -34,6 +37,14 @@ flags.DEFINE_bool(
     "Only lower each step (no compile, no run): FLOPs per step and the host table's own "
     "gather + scatter time, e.g. for an ImageNet-sized table on a machine without an accelerator.",
 )
+flags.DEFINE_string(
+    "checkpoint_dir",
+    None,
+    "Instead of steps: time --saves checkpoint saves of the config's train state and table to "
+    "this directory (local or gs://): how long the loop is blocked per save when saves are "
+    "asynchronous (the training loop's), and when it waits for the commit and the table export.",
+)
+flags.DEFINE_integer("saves", 3, "With --checkpoint_dir: saves timed in each mode.")
 flags.mark_flags_as_required(["config"])
 
 # Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets (by device_kind substring).
@@ -170,6 +181,41 @@ def benchmark_method(
     }
 
 
+def benchmark_checkpoint(config: ml_collections.ConfigDict, directory: str, saves: int) -> dict:
+    """Seconds the loop is blocked per save: asynchronous, and waiting for the commit."""
+    config = _method_config(config, config.method)
+    data = fake_data.create_fake_source(config, jax.process_index(), jax.process_count())
+    parts = experiment.create_experiment(config, data, sharding.make_mesh())
+    table = EpsilonTable(data.num_train, np.full(data.num_train, config.epsilon, np.float32))
+    checkpoints = Checkpointer(directory, max_to_keep=2)
+    seconds = {"async_blocked": [], "async_committed": [], "sync_blocked": []}
+    for step in range(1, 2 * saves + 1):
+        started = time.perf_counter()
+        checkpoints.save(step, parts.state, table.values, parts.base_key, {"step": step})
+        returned = time.perf_counter()
+        checkpoints.wait()
+        table.save_npy(files.join(directory, "epsilon_table.npy"))
+        done = time.perf_counter() - started
+        if step <= saves:
+            seconds["async_blocked"].append(returned - started)
+            seconds["async_committed"].append(done)
+        else:
+            seconds["sync_blocked"].append(done)
+    checkpoints.close()
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(parts.state))
+    return {
+        "what": "checkpoint",
+        "model": config.model,
+        "dataset": config.dataset,
+        "state_megabytes": round(state_bytes / 2**20, 1),
+        "table_megabytes": round(table.values.nbytes / 2**20, 1),
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "saves": saves,
+        **{f"{name}_seconds": float(np.median(values)) for name, values in seconds.items()},
+    }
+
+
 def main(argv: list[str]) -> None:
     del argv
     config = FLAGS.config
@@ -179,6 +225,9 @@ def main(argv: list[str]) -> None:
     except config_checks.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if FLAGS.checkpoint_dir:
+        print(json.dumps(benchmark_checkpoint(config, FLAGS.checkpoint_dir, FLAGS.saves)))
+        return
     for method in FLAGS.methods:
         record = benchmark_method(config, method, FLAGS.steps, FLAGS.warmup_steps, FLAGS.flops_only)
         print(json.dumps(record), flush=True)

@@ -24,12 +24,15 @@ class MetricsLog:
         self._lines: list[str] = []  # committed: what the file holds
         self._pending: list[tuple[int, str]] = []  # (step, line)
 
-    def drop_after(self, step: int) -> None:
-        """On resume: keep the records up to the restored step; a damaged line is dropped."""
-        if not (self._is_primary and files.exists(self._path)):
+    def drop_after(self, step: int, carried: list[str] = ()) -> None:
+        """On resume: keep the records up to the restored step (a damaged line is dropped), and
+        add those of `carried` (the checkpoint's own records) that the file does not hold: a
+        kill after the checkpoint committed and before the file did loses none."""
+        if not self._is_primary:
             return
+        text = files.read_text(self._path) if files.exists(self._path) else ""
         kept, damaged = [], 0
-        for line in files.read_text(self._path).splitlines():
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
@@ -39,8 +42,11 @@ class MetricsLog:
                 kept.append(line + "\n")
         if damaged:
             logging.warning("%s: dropped %d damaged line(s) on resume.", self._path, damaged)
+        last = json.loads(kept[-1])["step"] if kept else -1
+        kept += [line for line in carried if last < json.loads(line)["step"] <= step]
         self._lines = kept
-        files.write_text(self._path, "".join(kept))
+        if text or kept:
+            files.write_text(self._path, "".join(kept))
 
     def write(self, step: int, record: dict) -> None:
         scalars = {
@@ -53,6 +59,11 @@ class MetricsLog:
         if self._is_primary:
             line = json.dumps({"step": step, **record}, default=_plain) + "\n"
             self._pending.append((step, line))
+
+    def uncommitted(self, up_to: int) -> list[str]:
+        """The records of steps <= `up_to` not yet in metrics.jsonl (a checkpoint carries
+        them)."""
+        return [line for step, line in self._pending if step <= up_to]
 
     def commit(self, up_to: int) -> None:
         """Write the records of steps <= `up_to` to metrics.jsonl (once checkpoint `up_to` is

@@ -190,6 +190,7 @@ class TrainingRun:
             "method": self.config.method,
         }
         self.commit_saved(wait=True)
+        meta["metrics"] = self.log.uncommitted(up_to=step)  # restored if the file misses them
         started = time.perf_counter()
         self.checkpoints.save(step, state, table.values, self.base_key, meta)
         logging.info(
@@ -270,7 +271,7 @@ def _start(
             table.save_npy(files.join(workdir, "epsilon_table.npy"))
     step = int(state.step)
     log = metrics_log.MetricsLog(workdir, jax.process_index() == 0)
-    log.drop_after(step)
+    log.drop_after(step, carried=restored[3].get("metrics", []) if restored else [])
     run = TrainingRun(
         config,
         workdir,

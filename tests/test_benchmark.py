@@ -117,3 +117,17 @@ def test_flops_count_every_attack_step_on_a_linear_model(num_devices):
     per_step = (flops[3] - flops[1]) / 2
     matmuls = 4 * batch * pixels * classes
     assert matmuls <= per_step <= 1.01 * matmuls
+
+
+def test_the_checkpoint_benchmark_times_both_modes_of_real_saves(tmp_path):
+    config = load_config()
+    record = benchmark.benchmark_checkpoint(config, str(tmp_path), saves=1)
+    assert record["what"] == "checkpoint" and record["table_megabytes"] == pytest.approx(
+        4000 * 4 / 2**20, abs=0.05
+    )
+    for name in ("async_blocked", "async_committed", "sync_blocked"):
+        assert record[f"{name}_seconds"] > 0, name
+    assert record["async_blocked_seconds"] <= record["async_committed_seconds"]
+    # what it timed were whole checkpoints: the newest restores, beside the exported table
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+    assert np.load(tmp_path / "epsilon_table.npy").shape == (4000,)

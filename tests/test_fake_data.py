@@ -25,3 +25,12 @@ def test_a_fake_epoch_visits_every_id_of_the_host_once_and_replays():
     np.testing.assert_array_equal(ids, again)
     eval_batch = next(source.eval_batches())
     assert eval_batch["mask"].sum() == len(eval_batch["label"]) == 80  # one training-size batch
+
+
+def test_a_fake_epoch_resumed_mid_way_gives_the_batches_of_a_replay():
+    source = fake_data.create_fake_source(load_config())
+    replayed, resumed = list(source.train_epoch(2)), list(source.train_epoch(2, skip=30))
+    assert len(resumed) == len(replayed) - 30 == 20
+    for want, got in zip(replayed[30:], resumed, strict=True):
+        for name in ("id", "label", "image"):
+            np.testing.assert_array_equal(got[name], want[name])

@@ -124,3 +124,31 @@ def test_corrupted_cifar_batches_for_the_corruption_evaluation(mocked_tfds):
     _, batches = input_pipeline.corrupted_eval_batches(config, "fog_3")
     batch = next(batches)
     assert batch["image"].shape == (32, 32, 32, 3) and batch["image"].max() <= 1.0
+
+
+def assert_skip_equals_replay(source, epoch: int, skip: int) -> None:
+    replayed = list(source.train_epoch(epoch))
+    resumed = list(source.train_epoch(epoch, skip=skip))
+    assert skip > 0 and len(resumed) == len(replayed) - skip > 0
+    for want, got in zip(replayed[skip:], resumed, strict=True):
+        for name in ("id", "label", "image"):
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_a_resume_skips_to_the_batches_a_replay_gives_on_the_embedded_data(fast_config):
+    assert_skip_equals_replay(input_pipeline.create_data_source(fast_config), epoch=2, skip=37)
+
+
+@pytest.mark.parametrize(
+    "config_name, augmentation", [("cifar10", "cifar"), ("imagenet", "imagenet")]
+)  # random crops and flips; JPEG decoding and random resized crops
+def test_a_resume_skips_to_the_batches_a_replay_gives_with_augmentation(
+    mocked_tfds, config_name, augmentation
+):
+    from conftest import load_config
+
+    config = load_config(config_name)
+    config.batch_size = 8  # the mock holds 48 examples: 6 batches
+    source = input_pipeline.create_data_source(config)
+    assert source.spec.augmentation == augmentation
+    assert_skip_equals_replay(source, epoch=1, skip=4)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, cli_env, main_command
 
-from iaat_jax import evaluate, fake_data, train
+from iaat_jax import checkpoint, evaluate, fake_data, train
 from iaat_jax.config_checks import ConfigError
 from iaat_jax.stop import NonFiniteError
 
@@ -151,17 +151,51 @@ def unbroken_table(data_dir, tmp_path_factory):
     return np.load(workdir / "epsilon_table.npy")
 
 
+# The CLI with orbax's commit of checkpoint 20 held back forever: its files are being written
+STALLED_SAVE = """
+import runpy, sys, threading
+from orbax.checkpoint._src.checkpointers import async_checkpointer
+commit = async_checkpointer._on_commit_callback
+def stalled(tmpdir, *args, **kwargs):
+    if tmpdir.get().name.split(".")[0] == "20":
+        threading.Event().wait()
+    return commit(tmpdir, *args, **kwargs)
+async_checkpointer._on_commit_callback = stalled
+sys.argv = ["iaat_jax.main", *sys.argv[1:]]
+runpy.run_module("iaat_jax.main", run_name="__main__")
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "kill_at",
-    [
-        "step 13/100",  # mid-epoch, 3 steps after the step-10 checkpoint
-        "step 50/100",  # the last step of epoch 1: the kill lands in its evaluation or save
-    ],
-)
-def test_a_killed_run_resumes_to_the_unbroken_result(unbroken_table, data_dir, tmp_path, kill_at):
+def test_a_run_killed_before_its_save_committed_resumes_from_the_one_before(
+    unbroken_table, data_dir, tmp_path
+):
+    command = main_command(tmp_path, data_dir, *KILL_RUN)
+    command[1:3] = ["-c", STALLED_SAVE]  # python -c STALLED_SAVE --config=... instead of -m
+    process = subprocess.Popen(command, cwd=REPO, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    log = run_until(process, "step 25/100")  # training went on while checkpoint 20 was written
+    assert "checkpoint 20: the loop waited" in log
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names[0] == "10" and len(names) == 2 and names[1].startswith("20")  # being written
+    assert max(r["step"] for r in read_metrics(tmp_path)) == 10  # nothing claims step 20
+    process.kill()
+    process.wait()
+    resumed = start_cli(tmp_path, data_dir)
+    _, log = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, log[-3000:]
+    assert "at step 10 (epoch 0)" in log, log[:3000]
+    np.testing.assert_array_equal(np.load(tmp_path / "epsilon_table.npy"), unbroken_table)
+    steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert steps == list(range(1, 101))
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_its_epoch_end_resumes_to_the_unbroken_result(
+    unbroken_table, data_dir, tmp_path
+):
     process = start_cli(tmp_path, data_dir)
-    run_until(process, kill_at)
+    run_until(process, "step 50/100")  # the last step of epoch 1: the kill lands in its
+    # evaluation or save
     process.kill()  # SIGKILL: no handler runs
     process.wait()
     resumed = start_cli(tmp_path, data_dir)
@@ -189,3 +223,39 @@ def test_sigterm_saves_exits_0_and_resumes_exactly(unbroken_table, data_dir, tmp
     assert resumed.returncode == 0, log[-3000:]
     assert f"at step {stopped_at}" in log
     np.testing.assert_array_equal(np.load(tmp_path / "epsilon_table.npy"), unbroken_table)
+
+
+def test_a_lasting_read_error_stops_the_run_and_trains_nothing_from_step_0(
+    fast_config, tmp_path, monkeypatch
+):
+    config = fake_config(fast_config)
+    train.train_and_evaluate(config, str(tmp_path))
+    (tmp_path / "LOCK").unlink(missing_ok=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def unreachable(self, *args, **kwargs):
+        raise TimeoutError("gs://bucket/run: read timed out")
+
+    monkeypatch.setattr(checkpoint, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(checkpoint.ocp.Checkpointer, "restore", unreachable)
+    config.num_train_steps = 8
+    with pytest.raises(checkpoint.CheckpointError, match="reading checkpoint 4 .* timed out"):
+        train.train_and_evaluate(config, str(tmp_path))
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # no checkpoint moved, no metrics of a new step 0, no new table
+
+
+def test_records_of_a_checkpoint_whose_metrics_were_not_committed_come_back_on_resume(
+    fast_config, tmp_path, monkeypatch
+):
+    config = fake_config(fast_config)  # 4 steps, each logged
+    config.checkpoint_every_steps = 2
+    # a kill after each checkpoint committed and before metrics.jsonl did
+    monkeypatch.setattr(train.TrainingRun, "commit_saved", lambda self, wait: None)
+    train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "metrics.jsonl").exists()
+    monkeypatch.undo()
+    config.num_train_steps = 6
+    train.train_and_evaluate(config, str(tmp_path))
+    steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]  # 1-4 from the checkpoint of step 4, each once

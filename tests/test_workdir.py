@@ -61,3 +61,18 @@ def test_a_lock_from_another_host_expires_with_its_heartbeat(tmp_path):
     stale = dict(fresh, heartbeat=time.time() - workdir.LOCK_STALE_SECONDS - 1)
     (tmp_path / "LOCK").write_text(json.dumps(stale))
     workdir.WorkdirLock(str(tmp_path)).acquire()  # a preempted host's lock: taken over
+
+
+def test_the_heartbeat_is_refreshed_by_a_thread_until_release(tmp_path):
+    lock = workdir.WorkdirLock(str(tmp_path))
+    lock.acquire()
+    first = json.loads((tmp_path / "LOCK").read_text())["heartbeat"]
+    lock.keep_alive(every_seconds=0.05)
+    deadline = time.time() + 10
+    while json.loads((tmp_path / "LOCK").read_text())["heartbeat"] == first:
+        assert time.time() < deadline, "the heartbeat thread never wrote"
+        time.sleep(0.02)
+    lock.release()
+    assert not (tmp_path / "LOCK").exists()
+    time.sleep(0.2)  # no beat after the release brings the lock back
+    assert not (tmp_path / "LOCK").exists()
