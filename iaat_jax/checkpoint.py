@@ -207,7 +207,7 @@ class Checkpointer:
         if worst == READ_DAMAGED:
             return READ_DAMAGED, result if outcome == READ_DAMAGED else f"damaged on {hosts}"
         table = result[1]
-        if table.shape != (num_train,):  # orbax restores an array of another size as saved
+        if num_train is not None and table.shape != (num_train,):  # orbax restores as saved
             raise ConfigError(
                 f"checkpoint at step {step} does not fit this config: its epsilon table has "
                 f"{table.shape[0]} examples, this dataset {num_train}; use a fresh --workdir, "
@@ -229,10 +229,11 @@ class Checkpointer:
         self._manager.reload()
 
     def restore_newest(
-        self, state_template: Any, num_train: int
+        self, state_template: Any, num_train: int | None
     ) -> tuple[Any, np.ndarray, jax.Array, dict] | None:
         """The newest checkpoint that reads back whole, shaped and sharded like
-        `state_template`; None if the workdir has none. Damaged newer ones are set aside."""
+        `state_template` (its table of `num_train` radii; None: any); None if the workdir has
+        none. Damaged newer ones are set aside."""
         self.wait()
         damaged = []
         for step in sorted(self._manager.all_steps(), reverse=True):
@@ -260,7 +261,7 @@ class Checkpointer:
         return None
 
     def restore_step(
-        self, step: int, state_template: Any, num_train: int
+        self, step: int, state_template: Any, num_train: int | None
     ) -> tuple[Any, np.ndarray, jax.Array, dict]:
         """Checkpoint `step`, shaped like `state_template`; ConfigError if there is none."""
         self.wait()

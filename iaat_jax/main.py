@@ -16,7 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iaat_jax import evaluate, metrics_log, train
+from iaat_jax import evaluate, files, metrics_log, train
 from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import CheckpointError
 from iaat_jax.config_checks import ConfigError
@@ -27,11 +27,15 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the
 flags.DEFINE_enum(
     "mode",
     "train",
-    ["train", "evaluate"],
+    ["train", "evaluate", "export"],
     "train: train, resuming from the workdir; evaluate: PGD sweep and attack suite (AutoAttack) "
-    "of a checkpoint, with the run's own config unless --config is given.",
+    "of a checkpoint, with the run's own config unless --config is given; export: the "
+    "prediction function of a checkpoint, for use without iaat_jax (jax.export, SavedModel).",
 )
-flags.DEFINE_integer("step", None, "With --mode=evaluate: the checkpoint's step (default: newest).")
+flags.DEFINE_integer(
+    "step", None, "With --mode=evaluate or export: the checkpoint's step (default: newest)."
+)
+flags.DEFINE_string("out", None, "With --mode=export: output directory (default: WORKDIR/export).")
 flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (Cloud TPU pods, multi-node GPU)."
 )
@@ -71,6 +75,8 @@ def main(argv: list[str]) -> None:
             if FLAGS.config is None:
                 raise ConfigError("training needs --config=FILE (e.g. configs/default.py)")
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        elif FLAGS.mode == "export":
+            _export(FLAGS.workdir, FLAGS.step, FLAGS.out or files.join(FLAGS.workdir, "export"))
         else:
             evaluate.evaluate_run(FLAGS.config, FLAGS.workdir, FLAGS.step)
     except ConfigError as error:  # the user's input: nothing was written
@@ -80,6 +86,15 @@ def main(argv: list[str]) -> None:
         sys.exit(0)
     except (NonFiniteError, CheckpointError) as error:  # the run's: the last checkpoint is intact
         _fail(error, 1)
+
+
+def _export(workdir: str, step: int | None, out: str) -> None:
+    from iaat_jax import trained
+
+    classifier = trained.load(workdir, step)
+    written = [trained.export(classifier, out), trained.export_saved_model(classifier, out)]
+    for path in filter(None, written):
+        logging.info("Exported checkpoint %d of %s to %s", classifier.step, workdir, path)
 
 
 def _fail(error: BaseException, status: int) -> None:

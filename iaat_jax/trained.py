@@ -1,0 +1,155 @@
+"""A trained run as a product: `iaat_jax.load(workdir)` and the exported prediction function.
+
+`load` needs only the workdir (local or gs://): the run's config.json and a checkpoint; no
+dataset. `export` writes `predict.jax_exported`, the prediction function with its weights baked
+in, serialized by `jax.export` (StableHLO, the batch dimension symbolic), which anyone loads
+without iaat_jax:
+
+    from jax import export
+    predict = export.deserialize(open("predict.jax_exported", "rb").read())
+    logits = predict.call(images)  # float32 [B, H, W, C] in [0, 1]
+"""
+
+import dataclasses
+import json
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+
+from iaat_jax import config_checks, experiment, files, models
+from iaat_jax import workdir as workdir_lib
+from iaat_jax.checkpoint import Checkpointer
+from iaat_jax.datasets import DATASETS
+
+EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A trained run's model and weights; `predict(images) -> logits`."""
+
+    config: ml_collections.ConfigDict
+    model: nn.Module
+    variables: dict[str, Any]  # params and batch_stats
+    step: int
+    epsilon_table: np.ndarray  # [N_train]: the radius of training example id i at index i
+    image_shape: tuple[int, ...]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The example ids the table is indexed by (TFDS positions in the training split)."""
+        return np.arange(len(self.epsilon_table))
+
+    def logits(self, variables: dict[str, Any], images: jax.Array) -> jax.Array:
+        """The model in inference mode (running BatchNorm statistics), float32 logits."""
+        out = self.model.apply(variables, images.astype(jnp.float32), train=False)
+        return out.astype(jnp.float32)
+
+    def predict(self, images) -> np.ndarray:
+        """Logits [B, classes] for images [B, H, W, C] in [0, 1], any batch size."""
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"images of shape {images.shape} do not fit this model: pass "
+                f"[batch, {', '.join(map(str, self.image_shape))}] in [0, 1]"
+            )
+        return np.asarray(_jitted_logits(self)(self.variables, images))
+
+
+_COMPILED: dict[int, Any] = {}
+
+
+def _jitted_logits(classifier: Classifier):
+    key = id(classifier)
+    if key not in _COMPILED:
+        _COMPILED[key] = jax.jit(classifier.logits)
+    return _COMPILED[key]
+
+
+def load(workdir: str, step: int | None = None) -> Classifier:
+    """The classifier trained in `workdir` at checkpoint `step` (None: the newest one).
+
+    ConfigError (one line) if the workdir holds no run or no such checkpoint."""
+    config = workdir_lib.saved_config(workdir)
+    spec = DATASETS[config.dataset]
+    model = models.create_model(config.model, spec.num_classes, experiment.compute_dtype(config))
+    template = experiment.create_train_state(
+        model,
+        config,
+        spec.image_shape,
+        jax.random.key(0),
+        experiment.learning_rate_schedule(config, steps_per_epoch=1),
+    )
+    path = workdir if files.is_url(workdir) else epath.Path(workdir).absolute()
+    checkpoints = Checkpointer(path, max_to_keep=None)
+    try:
+        if step is None:
+            restored = checkpoints.restore_newest(template, num_train=None)
+        else:
+            restored = checkpoints.restore_step(step, template, num_train=None)
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise config_checks.ConfigError(
+            f"no checkpoint in {workdir}/checkpoints: train the run first"
+        )
+    state, table, _, _ = restored
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return Classifier(config, model, variables, int(state.step), table, tuple(spec.image_shape))
+
+
+def export_saved_model(classifier: Classifier, out: str) -> str | None:
+    """OUT/saved_model/ for TF Serving (jax2tf, batch dimension unknown), where TensorFlow is
+    installed; None where it is not."""
+    try:
+        import tensorflow as tf
+        from jax.experimental import jax2tf
+    except ImportError:
+        return None
+    variables = jax.device_get(classifier.variables)
+    converted = jax2tf.convert(
+        lambda images: classifier.logits(variables, images), polymorphic_shapes=["(batch, ...)"]
+    )
+    module = tf.Module()
+    module.predict = tf.function(
+        converted,
+        input_signature=[tf.TensorSpec([None, *classifier.image_shape], tf.float32, "images")],
+        autograph=False,
+    )
+    path = files.join(out, "saved_model")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.predict})
+    return path
+
+
+def export(classifier: Classifier, out: str) -> str:
+    """Write OUT/predict.jax_exported (and OUT/export.json describing it); return its path."""
+    variables = jax.device_get(classifier.variables)
+
+    def predict(images):
+        return classifier.logits(variables, images)
+
+    (batch,) = jax.export.symbolic_shape("batch")
+    exported = jax.export.export(jax.jit(predict), platforms=EXPORT_PLATFORMS)(
+        jax.ShapeDtypeStruct((batch, *classifier.image_shape), jnp.float32)
+    )
+    files.makedirs(out)
+    path = files.join(out, "predict.jax_exported")
+    files.write_bytes(path, bytes(exported.serialize()))
+    config = classifier.config
+    description = {
+        "input": f"float32 [batch, {', '.join(map(str, classifier.image_shape))}] in [0, 1]",
+        "output": f"float32 logits [batch, {DATASETS[config.dataset].num_classes}]",
+        "platforms": list(exported.platforms),
+        "dataset": config.dataset,
+        "model": config.model,
+        "method": config.method,
+        "epsilon": config.epsilon,
+        "step": classifier.step,
+    }
+    files.write_text(files.join(out, "export.json"), json.dumps(description, indent=2) + "\n")
+    return path
