@@ -5,7 +5,7 @@ An example counts as robust at a radius only if it is classified correctly clean
 run at that radius (every loss, restart, target, iterate and query) found a misclassified point
 in its ball: that per-example worst case is the headline number. `evaluate_run` restores a
 run's checkpoint and writes `<workdir>/eval.json` (with a RobustBench-style entry and the
-suite's sanity checks) and TensorBoard scalars.
+suite's sanity checks), MODEL_CARD.md and TensorBoard scalars.
 """
 
 import dataclasses
@@ -28,6 +28,7 @@ from iaat_jax import (
     experiment,
     files,
     metrics_log,
+    model_card,
     sharding,
 )
 from iaat_jax import step as step_lib
@@ -340,6 +341,8 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, step=None) -> 
     )
     if jax.process_index() == 0:
         files.write_text(files.join(workdir, "eval.json"), json.dumps(results, indent=2) + "\n")
+        if files.exists(files.join(workdir, "epsilon_table.npy")):
+            model_card.write_model_card(config, workdir, results)
         scalars = {"eval/clean_accuracy": results["clean_accuracy"]}
         for row in results["worst_case"]:
             scalars[f"eval/robust_accuracy_eps_{row['epsilon']:.4f}"] = row["robust_accuracy"]
