@@ -100,7 +100,7 @@ def saved_config(workdir) -> ml_collections.ConfigDict:
             "or --config=FILE"
         )
     saved = json.loads(files.read_text(path))
-    config = importlib.import_module("configs.default").get_config()
+    config = importlib.import_module("iaat_jax.configs.default").get_config()
     with config.unlocked():
         for name, value in saved.items():
             config[name] = tuple(value) if isinstance(value, list) else value

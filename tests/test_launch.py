@@ -159,7 +159,7 @@ EVAL_SUITE = "smoke"
 CIFAR_DATA_DIR = {str(tmp_path / "cifar_data")!r}
 CIFAR_WORKDIR = {str(tmp_path / "cifar10")!r}
 CIFAR_OVERRIDES = {cifar!r}
-from configs import default as _default
+from iaat_jax.configs import default as _default
 _get_config = _default.get_config
 def _test_config():  # the embedded default on the test's TFDS copy, with cheaper attacks
     config = _get_config()

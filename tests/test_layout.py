@@ -17,9 +17,14 @@ def module_name(path) -> str:
 
 
 def internal_imports(path) -> set[str]:
-    """Every iaat_jax module `path` imports, at the top or inside a function."""
+    """Every iaat_jax module `path` imports, at the top or inside a function; in the package's
+    own __init__.py, not inside its PEP 562 `__getattr__` (`iaat_jax.load`, imported on first
+    use, never when the package is: test_the_package_imports_nothing_until_load_is_used)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    if path == PACKAGE / "__init__.py":
+        tree.body = [n for n in tree.body if getattr(n, "name", None) != "__getattr__"]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -86,6 +91,18 @@ def test_dependencies_point_down(module, forbidden):
     assert not reachable & forbidden
 
 
+def test_the_package_imports_nothing_until_load_is_used():
+    code = (
+        "import sys, iaat_jax; before = sorted(m for m in sys.modules if 'iaat_jax.' in m); "
+        "iaat_jax.load; print(before, 'iaat_jax.trained' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[] True"
+
+
 def test_training_and_evaluation_never_import_plotting():
     code = (
         "import sys, iaat_jax.main, iaat_jax.train, iaat_jax.evaluate; "
@@ -108,7 +125,7 @@ def test_every_module_has_its_own_test_file():
 
 
 @pytest.mark.slow  # builds the package twice with pip, about 20 s
-def test_the_package_installs_with_its_configs_and_keeps_the_runtimes_jax(tmp_path):
+def test_the_package_installs_with_its_configs_inside_and_keeps_the_runtimes_jax(tmp_path):
     import shutil
     import zipfile
 
@@ -117,8 +134,7 @@ def test_the_package_installs_with_its_configs_and_keeps_the_runtimes_jax(tmp_pa
     ignore = shutil.ignore_patterns("__pycache__")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source)
-    for name in ("iaat_jax", "configs"):
-        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    shutil.copytree(REPO / "iaat_jax", source / "iaat_jax", ignore=ignore)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     # into this environment (which has jax) with no index to fetch from: only the package
     # itself is installed, every dependency is already satisfied, jax included
@@ -138,8 +154,11 @@ def test_the_package_installs_with_its_configs_and_keeps_the_runtimes_jax(tmp_pa
     )
     wheel = zipfile.ZipFile(next(wheel_dir.glob("*.whl")))
     names = set(wheel.namelist())
-    for module in ("configs/default.py", "configs/imagenet.py", "iaat_jax/models/wide_resnet.py"):
-        assert module in names
+    for module in ("default", "imagenet", "cifar10", "cifar100", "cifar10_pgd"):
+        assert f"iaat_jax/configs/{module}.py" in names
+    assert "iaat_jax/models/wide_resnet.py" in names
+    # no top-level package but iaat_jax: nothing to clash with another project's `configs`
+    assert {name.split("/")[0] for name in names if "dist-info" not in name} == {"iaat_jax"}
     metadata = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     for package in ("jax", "flax", "optax", "orbax-checkpoint", "ml-collections"):

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from conftest import REPO, cli_env
@@ -102,23 +101,3 @@ def test_an_export_runs_without_iaat_jax_and_equals_predict(trained_runs, tmp_pa
     expected = iaat_jax.load(str(workdir)).predict(images)
     np.testing.assert_allclose(np.load(out / "jax_logits.npy"), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.load(out / "tf_logits.npy"), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_evaluation_writes_a_model_card_of_the_run(trained_runs):
-    workdir, results = trained_runs["iaat"]
-    card = (workdir / "MODEL_CARD.md").read_text()
-    classifier = iaat_jax.load(str(workdir))
-    parameters = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(classifier.variables["params"]))
-    table = np.load(workdir / "epsilon_table.npy")
-    suite = results["autoattack"][0]
-    for expected in (
-        f"`small_cnn`, {parameters:,} parameters",
-        "trained on the `train` split (4,000 examples)",
-        "Instance Adaptive Adversarial Training",
-        f"Clean accuracy: {results['clean_accuracy']:.4f}",
-        f"suite `smoke` at eps 0.3000: {suite['robust_accuracy']:.4f} (apgd-ce",
-        f"Mean {table.mean():.4f}, max {table.max():.4f}",
-        "## Known limits",
-    ):
-        assert expected in card, expected
-    assert "IAAT: gamma 0.075, beta 0.3" in card

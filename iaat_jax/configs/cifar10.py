@@ -16,7 +16,7 @@ Expect:  the paper's claim is qualitative: higher clean accuracy than PGD-AT at 
 
 import ml_collections
 
-from configs import default
+from iaat_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

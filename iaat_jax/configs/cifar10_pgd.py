@@ -10,7 +10,7 @@ Cost:    about 34 forward-equivalents per image per step, 200 epochs: about 4.3e
 
 import ml_collections
 
-from configs import cifar10
+from iaat_jax.configs import cifar10
 
 
 def get_config() -> ml_collections.ConfigDict:

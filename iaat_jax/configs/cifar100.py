@@ -11,7 +11,7 @@ Cost:    as configs/cifar10.py (about 6e18 FLOPs, an estimate; the 100-class hea
 
 import ml_collections
 
-from configs import cifar10
+from iaat_jax.configs import cifar10
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -19,7 +19,7 @@ Cost:    ResNet-50 forward is 8.0 GFLOPs per image at 224x224 (XLA cost analysis
 
 import ml_collections
 
-from configs import default
+from iaat_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
