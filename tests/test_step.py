@@ -1,11 +1,12 @@
 """The data-parallel train step: 8 devices give what 1 device gives; methods set the radius."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iaat_jax import experiment, models, sharding
+from iaat_jax import epsilon, experiment, models, sharding
 from iaat_jax import step as step_lib
 
 B = 32
@@ -200,3 +201,89 @@ def test_both_iaat_programs_compile_at_the_first_step_and_serve_every_later_one(
     moved = np.abs(radii[2] - 0.1) <= fast_config.beta * fast_config.gamma + 1e-6
     assert np.all(moved | np.isclose(radii[2], (1 - fast_config.beta) * 0.1))
     assert not np.allclose(radii[2], radii[1])
+
+
+class TwoClassLinear(nn.Module):
+    """Logits = flattened image @ W + b over two classes: robustness at a radius is known."""
+
+    @nn.compact
+    def __call__(self, images, train: bool):
+        del train
+        return nn.Dense(2)(images.reshape(images.shape[0], -1))
+
+
+def linear_oracle(params, images, labels):
+    """Margin of each example's label at the worst point of its ball of radius r (float64):
+    the corner clip(x + r * sign(w_other - w_label), 0, 1), which PGD reaches on a two-class
+    linear model (its input gradient has that sign everywhere)."""
+    kernel = np.asarray(params["Dense_0"]["kernel"], np.float64)
+    bias = np.asarray(params["Dense_0"]["bias"], np.float64)
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    towards_label = kernel[:, labels].T - kernel[:, 1 - labels].T  # [B, D]
+    offset = bias[labels] - bias[1 - labels]
+
+    def margin(radius):
+        worst = np.clip(flat - np.asarray(radius)[:, None] * np.sign(towards_label), 0.0, 1.0)
+        return (worst * towards_label).sum(-1) + offset
+
+    return margin
+
+
+def breaking_radius(margin, count: int) -> np.ndarray:
+    """The radius [B] at which each correctly classified example's worst margin reaches 0."""
+    low, high = np.zeros(count), np.ones(count)
+    for _ in range(60):
+        middle = (low + high) / 2
+        robust = margin(middle) > 0
+        low, high = np.where(robust, middle, low), np.where(robust, high, middle)
+    return low
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_the_iaat_step_applies_the_rule_to_the_true_robustness_of_each_example(
+    fast_config, num_devices
+):
+    """Warm-up and adaptation on a linear model whose robustness at any radius is known: the
+    step's radii equal the rule applied to the clean check and both probes, example by
+    example (swapped probes, a probe at the wrong radius or the wrong clean mask would not)."""
+    fast_config.update(gamma=0.01, beta=0.3, epsilon=0.05, epsilon_ramp_epochs=0)
+    model = TwoClassLinear()
+    schedule = experiment.learning_rate_schedule(fast_config, 10)
+    state = experiment.create_train_state(
+        model, fast_config, (28, 28, 1), jax.random.key(3), schedule
+    )
+    rng = np.random.default_rng(4)
+    images = rng.random((B, 28, 28, 1), dtype=np.float32)
+    flat = images.reshape(B, -1).astype(np.float64)
+    kernel = np.asarray(state.params["Dense_0"]["kernel"], np.float64)
+    bias = np.asarray(state.params["Dense_0"]["bias"], np.float64)
+    predicted = np.argmax(flat @ kernel + bias, -1)
+    labels = np.where(np.arange(B) % 8 == 7, 1 - predicted, predicted).astype(np.int32)
+    margin = linear_oracle(state.params, images, labels)
+    clean_correct = margin(np.zeros(B)) > 0
+    assert 0 < clean_correct.sum() < B
+    # radii that put each correct example clearly in one of the rule's three cases
+    case = np.arange(B) % 3  # 0: broken at eps_prev, 1: robust there only, 2: robust at both
+    gamma = fast_config.gamma
+    eps_prev = breaking_radius(margin, B) + np.array([0.5, -0.5, -1.5])[case] * gamma
+    eps_prev = np.maximum(eps_prev, 0.0).astype(np.float32)
+    robust_prev, robust_high = margin(eps_prev) > 0, margin(eps_prev + gamma) > 0
+    for chosen in (0, 1, 2):
+        assert np.any(clean_correct & (case == chosen) & (eps_prev > 0))
+    batch = {"image": images, "label": labels, "id": np.arange(B, dtype=np.int64)}
+    mesh = sharding.make_mesh(jax.devices()[:num_devices])
+    train_step = step_lib.make_train_step(model, fast_config, mesh, steps_per_epoch=10)
+    args = (
+        sharding.device_batch(batch, mesh),
+        sharding.shard_rows(eps_prev, mesh),
+        sharding.replicate(jax.random.key(1), mesh),
+    )
+
+    _, warm, _ = train_step(sharding.replicate(state, mesh), *args, 0)
+    np.testing.assert_allclose(np.asarray(warm), 0.05 * clean_correct, atol=1e-7)
+
+    _, adapted, _ = train_step(sharding.replicate(state, mesh), *args, fast_config.warmup_epochs)
+    expected = epsilon.adapted_radius(
+        eps_prev, clean_correct, robust_prev, robust_high, gamma=gamma, beta=0.3
+    )
+    np.testing.assert_allclose(np.asarray(adapted), np.asarray(expected), atol=1e-6)
