@@ -80,7 +80,7 @@ def plot_pareto(
             fmt=marker,
             markersize=size,
             color=color,
-            label=None if method == "pgd" else f"{method.upper()} {name}",
+            label=None if method == "pgd" else _setting_label(group[0], seeds),
         )
         if method == "pgd":
             pgd.append(point)
@@ -96,13 +96,14 @@ def plot_pareto(
     if pgd:
         front = pareto_front([(p[0], p[1]) for p in pgd])
         axis.plot([], [], "o", color="tab:blue", label="PGD-AT at a fixed eps")
-        axis.plot(
-            [p[0] for p in front],
-            [p[1] for p in front],
-            "-",
-            color="tab:blue",
-            label="fixed-eps frontier (non-dominated runs)",
-        )
+        if len(front) > 1:  # one setting is a point, not a line: no legend entry for it
+            axis.plot(
+                [p[0] for p in front],
+                [p[1] for p in front],
+                "-",
+                color="tab:blue",
+                label="fixed-eps frontier (non-dominated runs)",
+            )
         pgd_clean_sd = max(p[3] for p in pgd)
         for name, (robust, clean, robust_sd, clean_sd) in iaat:
             gap = frontier_gap([(p[0], p[1]) for p in pgd], robust, clean)

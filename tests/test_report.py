@@ -129,3 +129,30 @@ def test_a_frontier_gap_smaller_than_the_seeds_spread_is_called_so(tmp_path):
     for runs, expected in ((close, "within the seeds' spread"), (far, "clean accuracy)")):
         verdicts = report.figures.plot_pareto(pgd + runs, 0.3, tmp_path, lambda w: None)
         assert len(verdicts) == 1 and "-> beyond" in verdicts[0] and expected in verdicts[0]
+
+
+def test_the_pareto_legend_names_settings_and_draws_a_frontier_only_where_there_is_one(
+    tmp_path, monkeypatch
+):
+    from test_runs import run_of
+
+    def iaat(seed):
+        run = run_of(f"iaat_s{seed}", seed, 0.3, 0.968, 0.63)
+        run.config["method"] = "iaat"
+        return run
+
+    legends = []
+    close = figures.plt.close
+
+    def keep_legend(figure):
+        legends.append([t.get_text() for t in figure.axes[0].get_legend().get_texts()])
+        close(figure)
+
+    monkeypatch.setattr(figures.plt, "close", keep_legend)
+    one_radius = [run_of(f"p{s}", s, 0.3, 0.965, 0.81) for s in range(3)]
+    iaat_runs = [iaat(s) for s in range(3)]
+    figures.plot_pareto(one_radius + iaat_runs, 0.3, tmp_path, lambda w: None)
+    assert legends[-1] == ["PGD-AT at a fixed eps", "IAAT eps 0.3 (3 seeds)"]
+    two_radii = one_radius + [run_of("q0", 0, 0.2, 0.97, 0.2)]
+    figures.plot_pareto(two_radii + iaat_runs, 0.3, tmp_path, lambda w: None)
+    assert "fixed-eps frontier (non-dominated runs)" in legends[-1]
