@@ -278,6 +278,21 @@ class Checkpointer:
             )
         return result
 
+    def restore(
+        self, state_template: Any, num_train: int | None, step: int | None = None
+    ) -> tuple[Any, np.ndarray, jax.Array, dict]:
+        """Checkpoint `step` (None: the newest that reads back whole); ConfigError (one line)
+        if the workdir has no checkpoint or none at `step`."""
+        if step is not None:
+            return self.restore_step(step, state_template, num_train)
+        restored = self.restore_newest(state_template, num_train)
+        if restored is None:
+            raise ConfigError(
+                f"no checkpoint in {self._directory}: train first with "
+                f"`python -m iaat_jax.main --config=... --workdir={self._workdir}`"
+            )
+        return restored
+
     def close(self) -> None:
         """Wait for the save in progress (CheckpointError if it failed), then close."""
         try:

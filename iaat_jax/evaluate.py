@@ -214,18 +214,10 @@ def restore_checkpoint(workdir: epath.Path, state_template, num_train: int, step
     ConfigError if there is none, or no such step."""
     checkpoints = Checkpointer(workdir, max_to_keep=None)
     try:
-        if step is None:
-            restored = checkpoints.restore_newest(state_template, num_train)
-        else:
-            restored = checkpoints.restore_step(step, state_template, num_train)
+        state = checkpoints.restore(state_template, num_train, step)[0]
     finally:
         checkpoints.close()
-    if restored is None:
-        raise config_checks.ConfigError(
-            f"no checkpoint in {workdir}/checkpoints: train first with "
-            f"`python -m iaat_jax.main --config=... --workdir={workdir}`"
-        )
-    return restored[0], int(restored[0].step)
+    return state, int(state.step)
 
 
 def suite_results(

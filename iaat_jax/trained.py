@@ -1,4 +1,4 @@
-"""A trained run as a product: `iaat_jax.load(workdir)` and the exported prediction function.
+"""A trained run as a product: `load(workdir)` and the exported prediction function.
 
 `load` needs only the workdir (local or gs://): the run's config.json and a checkpoint; no
 dataset. `export` writes `predict.jax_exported`, the prediction function with its weights baked
@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from iaat_jax import config_checks, experiment, files, models
+from iaat_jax import experiment, files, models
 from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import Checkpointer
 from iaat_jax.datasets import DATASETS
@@ -50,6 +50,9 @@ class Classifier:
         out = self.model.apply(variables, images.astype(jnp.float32), train=False)
         return out.astype(jnp.float32)
 
+    def __post_init__(self):
+        self._jitted_logits = jax.jit(self.logits)
+
     def predict(self, images) -> np.ndarray:
         """Logits [B, classes] for images [B, H, W, C] in [0, 1], any batch size."""
         images = np.asarray(images, np.float32)
@@ -58,23 +61,14 @@ class Classifier:
                 f"images of shape {images.shape} do not fit this model: pass "
                 f"[batch, {', '.join(map(str, self.image_shape))}] in [0, 1]"
             )
-        return np.asarray(_jitted_logits(self)(self.variables, images))
-
-
-_COMPILED: dict[int, Any] = {}
-
-
-def _jitted_logits(classifier: Classifier):
-    key = id(classifier)
-    if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(classifier.logits)
-    return _COMPILED[key]
+        return np.asarray(self._jitted_logits(self.variables, images))
 
 
 def load(workdir: str, step: int | None = None) -> Classifier:
     """The classifier trained in `workdir` at checkpoint `step` (None: the newest one).
 
-    ConfigError (one line) if the workdir holds no run or no such checkpoint."""
+    ConfigError (one line) if the workdir holds no run or no such checkpoint. Import it as
+    `from iaat_jax.trained import load`: the package itself imports none of its modules."""
     config = workdir_lib.saved_config(workdir)
     spec = DATASETS[config.dataset]
     model = models.create_model(config.model, spec.num_classes, experiment.compute_dtype(config))
@@ -88,16 +82,9 @@ def load(workdir: str, step: int | None = None) -> Classifier:
     path = workdir if files.is_url(workdir) else epath.Path(workdir).absolute()
     checkpoints = Checkpointer(path, max_to_keep=None)
     try:
-        if step is None:
-            restored = checkpoints.restore_newest(template, num_train=None)
-        else:
-            restored = checkpoints.restore_step(step, template, num_train=None)
+        restored = checkpoints.restore(template, num_train=None, step=step)
     finally:
         checkpoints.close()
-    if restored is None:
-        raise config_checks.ConfigError(
-            f"no checkpoint in {workdir}/checkpoints: train the run first"
-        )
     state, table, _, _ = restored
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     return Classifier(config, model, variables, int(state.step), table, tuple(spec.image_shape))

@@ -17,14 +17,9 @@ def module_name(path) -> str:
 
 
 def internal_imports(path) -> set[str]:
-    """Every iaat_jax module `path` imports, at the top or inside a function; in the package's
-    own __init__.py, not inside its PEP 562 `__getattr__` (`iaat_jax.load`, imported on first
-    use, never when the package is: test_the_package_imports_nothing_until_load_is_used)."""
+    """Every iaat_jax module `path` imports, at the top or inside a function."""
     found = set()
-    tree = ast.parse(path.read_text())
-    if path == PACKAGE / "__init__.py":
-        tree.body = [n for n in tree.body if getattr(n, "name", None) != "__getattr__"]
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -89,18 +84,6 @@ def test_dependencies_point_down(module, forbidden):
             reachable.add(target)
             todo.append(target)
     assert not reachable & forbidden
-
-
-def test_the_package_imports_nothing_until_load_is_used():
-    code = (
-        "import sys, iaat_jax; before = sorted(m for m in sys.modules if 'iaat_jax.' in m); "
-        "iaat_jax.load; print(before, 'iaat_jax.trained' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[] True"
 
 
 def test_training_and_evaluation_never_import_plotting():

@@ -3,13 +3,13 @@
 import jax
 import numpy as np
 
-import iaat_jax
+from iaat_jax.trained import load
 
 
 def test_evaluation_writes_a_model_card_of_the_run(trained_runs):
     workdir, results = trained_runs["iaat"]
     card = (workdir / "MODEL_CARD.md").read_text()
-    classifier = iaat_jax.load(str(workdir))
+    classifier = load(str(workdir))
     parameters = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(classifier.variables["params"]))
     table = np.load(workdir / "epsilon_table.npy")
     suite = results["autoattack"][0]

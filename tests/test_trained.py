@@ -1,4 +1,4 @@
-"""A trained run as a product: iaat_jax.load, and the exports that run without iaat_jax."""
+"""A trained run as a product: load(workdir), and the exports that run without iaat_jax."""
 
 import json
 import subprocess
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import REPO, cli_env
 
-import iaat_jax
 from iaat_jax import input_pipeline, trained
 from iaat_jax.config_checks import ConfigError
+from iaat_jax.trained import load
 from iaat_jax.workdir import saved_config
 
 
@@ -25,7 +25,7 @@ def eval_digits(workdir):
 
 def test_a_loaded_run_predicts_what_its_evaluation_measured(trained_runs):
     workdir, results = trained_runs["iaat"]
-    classifier = iaat_jax.load(str(workdir))
+    classifier = load(str(workdir))
     images, labels = eval_digits(workdir)
     logits = classifier.predict(images)
     assert logits.shape == (1000, 10) and logits.dtype == np.float32
@@ -41,9 +41,9 @@ def test_a_loaded_run_predicts_what_its_evaluation_measured(trained_runs):
 
 def test_loading_a_workdir_without_a_run_or_a_step_is_one_clear_error(trained_runs, tmp_path):
     with pytest.raises(ConfigError, match="holds no training run"):
-        iaat_jax.load(str(tmp_path))
+        load(str(tmp_path))
     with pytest.raises(ConfigError, match="no checkpoint at step 3 .* steps 50"):
-        iaat_jax.load(str(trained_runs["iaat"][0]), step=3)
+        load(str(trained_runs["iaat"][0]), step=3)
 
 
 # Runs where iaat_jax cannot be imported: in the export directory, python -I (no cwd on the path)
@@ -98,6 +98,6 @@ def test_an_export_runs_without_iaat_jax_and_equals_predict(trained_runs, tmp_pa
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    expected = iaat_jax.load(str(workdir)).predict(images)
+    expected = load(str(workdir)).predict(images)
     np.testing.assert_allclose(np.load(out / "jax_logits.npy"), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.load(out / "tf_logits.npy"), expected, rtol=1e-4, atol=1e-4)
