@@ -1,7 +1,9 @@
 """Image transforms in tf.data, stateless so that an epoch replays exactly on resume.
 
 Each training transform takes a uint8 (or encoded JPEG) image and a seed [2] made from the
-epoch and the example id, and returns float32 [H, W, C] in [0, 1].
+epoch and the example id, and returns uint8 [H, W, C]: images travel to the devices as uint8
+and become float32 in [0, 1] there (sharding.device_batch). Resized ImageNet crops are rounded
+to uint8, as the PIL images of the PyTorch pipelines are.
 """
 
 import tensorflow as tf
@@ -9,8 +11,14 @@ import tensorflow as tf
 IMAGENET_SIZE, IMAGENET_RESIZE = 224, 256
 
 
-def to_unit(image: tf.Tensor) -> tf.Tensor:
-    return tf.cast(image, tf.float32) / 255.0
+def identity(image: tf.Tensor) -> tf.Tensor:
+    """Images as stored (uint8)."""
+    return image
+
+
+def _to_uint8(image: tf.Tensor) -> tf.Tensor:
+    """A resized float image [H, W, C] on the 0-255 scale, rounded to uint8."""
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
 def cifar_train(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -19,7 +27,7 @@ def cifar_train(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     cropped = tf.image.stateless_random_crop(padded, (height, width, channels), crop_seed)
-    return to_unit(tf.image.stateless_random_flip_left_right(cropped, flip_seed))
+    return tf.image.stateless_random_flip_left_right(cropped, flip_seed)
 
 
 def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -38,8 +46,7 @@ def imagenet_train(image_bytes: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
     crop = tf.image.resize(crop, (IMAGENET_SIZE, IMAGENET_SIZE), method="bicubic")
-    crop = tf.clip_by_value(crop, 0.0, 255.0) / 255.0
-    return tf.image.stateless_random_flip_left_right(crop, flip_seed)
+    return tf.image.stateless_random_flip_left_right(_to_uint8(crop), flip_seed)
 
 
 def imagenet_eval(image_bytes: tf.Tensor) -> tf.Tensor:
@@ -49,4 +56,4 @@ def imagenet_eval(image_bytes: tf.Tensor) -> tf.Tensor:
     scale = IMAGENET_RESIZE / tf.reduce_min(shape)
     resized = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32), method="bicubic")
     crop = tf.image.resize_with_crop_or_pad(resized, IMAGENET_SIZE, IMAGENET_SIZE)
-    return tf.clip_by_value(crop, 0.0, 255.0) / 255.0
+    return _to_uint8(crop)

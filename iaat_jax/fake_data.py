@@ -28,7 +28,7 @@ class FakeDataSource(HostInput):
 
     def _batch(self, rng: np.random.Generator, ids: np.ndarray) -> Batch:
         return {
-            "image": rng.random((len(ids), *self.spec.image_shape), dtype=np.float32),
+            "image": rng.integers(0, 256, (len(ids), *self.spec.image_shape), dtype=np.uint8),
             "label": rng.integers(0, self.spec.num_classes, len(ids)).astype(np.int32),
             "id": ids.astype(np.int64),
         }

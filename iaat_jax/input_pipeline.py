@@ -1,4 +1,4 @@
-"""TFDS input: batches of image [B, H, W, C] float32 in [0, 1], label [B] int32, id [B] int64.
+"""TFDS input: batches of image [B, H, W, C] uint8, label [B] int32, id [B] int64.
 
 The id of a training example is its position in the TFDS split: the offset of its file shard
 (from the split's shard lengths) plus its index inside the shard, both read from `tfds_id`
@@ -156,13 +156,13 @@ def _padded_batches(dataset, transform, local_batch: int, num_batches: int, imag
 
 
 TRAIN_TRANSFORMS = {
-    "none": lambda image, seed: augment.to_unit(image),
+    "none": lambda image, seed: image,
     "cifar": augment.cifar_train,
     "imagenet": augment.imagenet_train,
 }
 EVAL_TRANSFORMS = {
-    "none": augment.to_unit,
-    "cifar": augment.to_unit,
+    "none": augment.identity,
+    "cifar": augment.identity,
     "imagenet": augment.imagenet_eval,
 }
 
@@ -171,7 +171,7 @@ def pad_batch(batch: Batch | None, size: int, image_shape) -> Batch:
     """`batch` padded with zero rows to `size` examples, plus mask [size] (1 real, 0 pad)."""
     count = 0 if batch is None else len(batch["label"])
     padded = {
-        "image": np.zeros((size, *image_shape), np.float32),
+        "image": np.zeros((size, *image_shape), np.uint8),
         "label": np.zeros(size, np.int32),
         "id": np.zeros(size, np.int64),
         "mask": (np.arange(size) < count).astype(np.float32),
@@ -194,7 +194,8 @@ def create_data_source(
 def training_examples(
     config: ml_collections.ConfigDict, ids=()
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Label of every training example [N_train] by id, and the images [H, W, C] of `ids`."""
+    """Label of every training example [N_train] by id, and the images [H, W, C] of `ids`
+    (float32 in [0, 1])."""
     source = create_data_source(config)
     labels = np.full(source.num_train, -1, np.int32)
     wanted, images = {int(i) for i in ids}, {}
@@ -205,7 +206,7 @@ def training_examples(
         labels[batch["id"]] = batch["label"]
         for example_id, image in zip(batch["id"], batch["image"], strict=True):
             if int(example_id) in wanted:
-                images[int(example_id)] = image
+                images[int(example_id)] = image.astype(np.float32) / np.float32(255)
     return labels, images
 
 

@@ -198,7 +198,7 @@ def test_corruption_accuracy_averages_every_corruption_and_severity(monkeypatch)
     assert sorted(result["accuracy"]) == sorted(names) and len(names) == 95
     for name, accuracy in result["accuracy"].items():  # the share of images predicted as 0
         _, batches = fake_batches(config, name)
-        images = next(batches)["image"]
+        images = next(batches)["image"] / np.float32(255)
         predicted = np.argmax(np.asarray(model.apply(variables, images, train=False)), -1)
         assert accuracy == pytest.approx(np.mean(predicted == 0))
     assert result["mean_accuracy"] == pytest.approx(np.mean(list(result["accuracy"].values())))

@@ -11,7 +11,7 @@ def test_fake_data_has_the_true_shapes_classes_and_ids():
     config.batch_size = 4
     source = fake_data.create_fake_source(config, process_index=1, process_count=2)
     batch = next(source.train_epoch(0))
-    assert batch["image"].shape == (2, 224, 224, 3) and batch["image"].dtype == np.float32
+    assert batch["image"].shape == (2, 224, 224, 3) and batch["image"].dtype == np.uint8
     assert np.all(batch["label"] < 1000) and source.num_train == 1_281_167
     assert np.all((batch["id"] >= 1_281_167 // 2) & (batch["id"] < 1_281_167))
 

@@ -36,3 +36,16 @@ def test_replicate_puts_every_leaf_and_keys_on_every_device():
     np.testing.assert_array_equal(
         jax.random.key_data(replicated["key"]), jax.random.key_data(tree["key"])
     )
+
+
+def test_uint8_images_travel_as_uint8_and_arrive_as_the_hosts_float32():
+    import tensorflow as tf
+
+    mesh = sharding.make_mesh()
+    pixels = np.arange(256 * 8, dtype=np.int64).reshape(8, 16, 16, 1) % 256
+    batch = {"image": pixels.astype(np.uint8), "label": np.zeros(8, np.int32), "id": np.arange(8)}
+    on_devices = sharding.device_batch(batch, mesh)["image"]
+    assert on_devices.dtype == np.float32 and on_devices.sharding.spec[0] == sharding.DATA_AXIS
+    # every pixel value exactly as TF's (and numpy's) float32 x / 255, the old host transform
+    expected = (tf.cast(batch["image"], tf.float32) / 255.0).numpy()
+    np.testing.assert_array_equal(sharding.local_rows(on_devices), expected)

@@ -19,7 +19,7 @@ def eval_digits(workdir):
     source = input_pipeline.create_data_source(saved_config(workdir))
     batches = list(source.eval_batches())
     keep = np.concatenate([b["mask"] for b in batches]) > 0
-    images = np.concatenate([b["image"] for b in batches])[keep]
+    images = np.concatenate([b["image"] for b in batches])[keep] / np.float32(255)
     return images, np.concatenate([b["label"] for b in batches])[keep]
 
 

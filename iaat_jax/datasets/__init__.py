@@ -10,8 +10,8 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-# A host batch: image [B, H, W, C] float32 in [0, 1], label [B] int32, id [B] int64 (the
-# example's row of the epsilon table); evaluation batches add mask [B] (1 real, 0 padding).
+# A host batch: image [B, H, W, C] uint8 (or float32 in [0, 1]), label [B] int32, id [B] int64
+# (the example's row of the epsilon table); evaluation batches add mask [B] (1 real, 0 padding).
 Batch = dict[str, np.ndarray]
 
 
