@@ -7,13 +7,13 @@ import uuid
 import ml_collections
 from etils import epath
 
-from iaat_jax import attacks, autoattack, files
+from iaat_jax import attack_batchnorm, attacks, autoattack, files
 from iaat_jax.datasets import DATASETS
 from iaat_jax.models import MODELS
 
 METHODS = ("clean", "pgd", "iaat")
 LR_SCHEDULES = ("cosine", "piecewise", "constant")
-ATTACK_BATCHNORM = ("running", "batch")
+ATTACK_BATCHNORM = attack_batchnorm.POLICIES
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -52,6 +52,11 @@ def validate_config(
     _one_of("model", config.model, sorted(MODELS))
     _one_of("method", config.method, METHODS)
     _one_of("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    if config.attack_batchnorm == "batch":
+        raise ConfigError(
+            "config.attack_batchnorm='batch' is now called 'global' (or 'local': each "
+            "device's own batch statistics): use --config.attack_batchnorm=global"
+        )
     _one_of("attack_batchnorm", config.attack_batchnorm, ATTACK_BATCHNORM)
     _one_of("optimizer", config.optimizer, OPTIMIZERS)
     if not 0.0 <= config.epsilon <= 1.0:
@@ -94,10 +99,14 @@ def validate_config(
             f"config.warmup_epochs={config.warmup_epochs} exceeds "
             f"config.num_epochs={config.num_epochs}: use fewer warm-up epochs or more epochs"
         )
-    if config.attack_batchnorm_updates and config.attack_batchnorm != "batch":
+    if config.attack_batchnorm_updates and config.attack_batchnorm == "running":
         raise ConfigError(
             "config.attack_batchnorm_updates=True needs batch statistics in the attacks: "
-            "add --config.attack_batchnorm=batch (or drop the updates)"
+            "add --config.attack_batchnorm=global (or local, or drop the updates)"
+        )
+    if config.probe_steps is not None and config.probe_steps < 1:
+        raise ConfigError(
+            f"config.probe_steps={config.probe_steps} must be >= 1 (or None: attack_steps)"
         )
     for loss in config.sweep_losses:
         _one_of("sweep_losses entry", loss, sorted(attacks.ATTACK_LOSSES))

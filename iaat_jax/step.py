@@ -2,18 +2,16 @@
 
 Each device sees its slice of the batch ([B / devices, ...]) and of the radii, reads like pmap
 code, and returns new radii sharded the same way. Cross-device averaging: BatchNorm statistics
-use `lax.pmean` (axis_name='data'); parameter gradients are summed over devices by shard_map's
-autodiff (replicated params are implicitly broadcast, and that broadcast transposes to a psum),
-so each device's loss is its share of the global mean, sum(loss_i) / global_batch.
+of the training pass use `lax.pmean` (axis_name='data'); parameter gradients are summed over
+devices by shard_map's autodiff (replicated params are implicitly broadcast, and that broadcast
+transposes to a psum), so each device's loss is its share of the global mean,
+sum(loss_i) / global_batch.
 
-BatchNorm during attacks (README "BatchNorm in attacks"): with config.attack_batchnorm='batch'
-(the authors', the paper configs') the clean check, the radius probes and the training attack
-normalise with batch statistics averaged over the global batch, and with
-attack_batchnorm_updates every one of those passes also updates the running statistics, as a
-PyTorch train-mode forward does (34 updates per IAAT step after warm-up, 12 in warm-up, 11 per
-PGD-AT step). 'running' (the default config) uses the running statistics instead, so an
-example's attack and radius depend only on that example and the model, and the attack
-iterations need no cross-device traffic. Every mode gives the same result on any device count.
+How BatchNorm normalises in the attack passes (clean check, radius probes, training attack) is
+one policy object, config.attack_batchnorm (iaat_jax.attack_batchnorm): 'running' (the default
+config), 'global' (the paper configs: the authors' batch statistics, with
+attack_batchnorm_updates the authors' count of running-statistics updates, 34 per IAAT step
+after warm-up) or 'local' (each device's own batch, no collective in the attacks).
 """
 
 import functools
@@ -27,7 +25,7 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from iaat_jax import attacks, epsilon, experiment
+from iaat_jax import attack_batchnorm, attacks, epsilon, experiment
 from iaat_jax.experiment import TrainState
 from iaat_jax.sharding import DATA_AXIS
 
@@ -59,43 +57,36 @@ def _device_train_step(
     """The per-device step of config.method; for IAAT, its warm-up or (adapting) its
     adaptation phase."""
     steps, step_min = config.attack_steps, config.attack_step_min
+    probe_steps = config.probe_steps or steps
     unroll = experiment.unroll_attacks(config)
-    batch_mode = config.attack_batchnorm == "batch"
-    updating = batch_mode and config.attack_batchnorm_updates
+    batchnorm = attack_batchnorm.attack_batchnorm(config, model)
 
     def device_step(state: TrainState, batch: DeviceBatch, eps_prev, key):
         images, labels, ids = batch["image"], batch["label"], batch["id"]
         key = jax.random.fold_in(key, state.step)  # a fresh key per step, replayable on resume
         global_batch = images.shape[0] * jax.lax.axis_size(DATA_AXIS)
 
-        def forward(x, stats):
-            """Logits as the attacks see the model, and the running statistics after the pass:
-            updated as a PyTorch train-mode pass would only with attack_batchnorm_updates."""
-            if not batch_mode:
-                return model.apply(state.variables, x, train=False), stats
-            variables = {"params": state.params, "batch_stats": stats}
-            logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-            return logits, updates["batch_stats"] if updating else stats
-
         def correct(x, stats):  # ([B] bool: classified correctly, statistics after the pass)
-            logits, stats = forward(x, stats)
+            logits, stats = batchnorm.forward(state.params, x, stats)
             return jnp.argmax(logits, axis=-1) == labels, stats
 
-        def attacked(radius, stream, stats):  # PGD-k at radius [B], the stream's noise
+        def attacked(radius, stream, stats, num_steps=steps):  # PGD at radius [B]
             def loss_fn(x, y, stats):
-                logits, stats = forward(x, stats)
+                logits, stats = batchnorm.forward(state.params, x, stats)
                 return attacks.cross_entropy(logits, y), stats
 
-            size = attacks.pgd_step_size(radius, steps, step_min)
+            size = attacks.pgd_step_size(radius, num_steps, step_min)
             keys = attacks.example_keys(key, stream, ids)
             return attacks.pgd_attack_carrying(
-                loss_fn, images, labels, radius, size, steps, keys, stats, unroll
+                loss_fn, images, labels, radius, size, num_steps, keys, stats, unroll
             )
 
         # the authors' order of passes (it sets the weights of the running-statistics updates):
         # clean check (IAAT only), both probe attacks, both probe checks, training attack, loss
-        clean_correct, checked_stats = correct(images, state.batch_stats)
-        stats = checked_stats if config.method == "iaat" else state.batch_stats
+        stats, clean_correct = batchnorm.begin(state.batch_stats), None
+        if config.method == "iaat" or (config.method == "pgd" and config.pgd_clean_check):
+            clean_correct, checked_stats = correct(images, stats)
+            stats = checked_stats if config.method == "iaat" else stats
         if config.method == "clean":
             radius = eps_prev
         elif config.method == "pgd":
@@ -104,8 +95,8 @@ def _device_train_step(
             warmup_epsilon = ramped_epsilon(config, state.step, ramp_steps)
             radius = epsilon.warmup_radius(clean_correct, warmup_epsilon)
         else:
-            at_prev, stats = attacked(eps_prev, _PROBE_PREV, stats)
-            at_high, stats = attacked(eps_prev + config.gamma, _PROBE_HIGH, stats)
+            at_prev, stats = attacked(eps_prev, _PROBE_PREV, stats, probe_steps)
+            at_high, stats = attacked(eps_prev + config.gamma, _PROBE_HIGH, stats, probe_steps)
             prev_correct, stats = correct(at_prev, stats)
             high_correct, stats = correct(at_high, stats)
             radius = epsilon.adapted_radius(
@@ -120,6 +111,7 @@ def _device_train_step(
         inputs = images
         if config.method != "clean":
             inputs, stats = attacked(radius, _TRAIN_ATTACK, stats)
+        stats = batchnorm.settle(stats)
 
         def training_loss(params):
             logits, updates = model.apply(
@@ -137,9 +129,12 @@ def _device_train_step(
         metrics = {
             "train_loss": jax.lax.psum(loss, DATA_AXIS),
             "train_accuracy": _global_mean(jnp.argmax(logits, -1) == labels, global_batch),
-            "train_clean_accuracy": _global_mean(clean_correct, global_batch),
             "batch_epsilon_mean": _global_mean(radius, global_batch),
         }
+        if config.method == "clean":  # the training pass is the clean check
+            metrics["train_clean_accuracy"] = metrics["train_accuracy"]
+        elif clean_correct is not None:
+            metrics["train_clean_accuracy"] = _global_mean(clean_correct, global_batch)
         return new_state, radius, metrics
 
     return device_step

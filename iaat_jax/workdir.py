@@ -56,9 +56,24 @@ def config_path(workdir) -> str:
     return files.join(workdir, "config.json")
 
 
+# Values that older runs saved under a name that has since changed.
+RENAMED_VALUES = {("attack_batchnorm", "batch"): "global"}
+
+
+def _renamed(saved: dict) -> dict:
+    """A saved config with RENAMED_VALUES given their current names."""
+    return {n: RENAMED_VALUES.get((n, v), v) if isinstance(v, str) else v for n, v in saved.items()}
+
+
 def differing_fields(config: ml_collections.ConfigDict, saved: dict) -> list[str]:
-    """Fields outside RESUMABLE_FIELDS whose value differs from the saved config's."""
-    current = json.loads(config.to_json())
+    """Fields outside RESUMABLE_FIELDS whose value differs from the saved config's. A field the
+    saved config lacks (its run predates the field) differs only if set away from its default,
+    which is the behaviour the code had before the field existed."""
+    from iaat_jax.configs import default
+
+    current, defaults = json.loads(config.to_json()), json.loads(default.get_config().to_json())
+    saved = _renamed(saved)
+    saved = {**{n: defaults[n] for n in set(current) - set(saved) if n in defaults}, **saved}
     names = (set(current) | set(saved)) - RESUMABLE_FIELDS
     return sorted(name for name in names if current.get(name) != saved.get(name))
 
@@ -99,7 +114,7 @@ def saved_config(workdir) -> ml_collections.ConfigDict:
             f"{workdir} holds no training run (no config.json): pass the --workdir of a run, "
             "or --config=FILE"
         )
-    saved = json.loads(files.read_text(path))
+    saved = _renamed(json.loads(files.read_text(path)))
     config = importlib.import_module("iaat_jax.configs.default").get_config()
     with config.unlocked():
         for name, value in saved.items():

@@ -17,6 +17,8 @@ from iaat_jax import config_checks, train
         ("batch_size", 100, "batch_size=100 is not divisible by the 8 devices"),
         ("optimizer", "adam", "unknown optimizer 'adam'"),
         ("attack_batchnorm", "frozen", "unknown attack_batchnorm 'frozen'"),
+        ("attack_batchnorm", "batch", "'batch' is now called 'global'"),
+        ("probe_steps", 0, "probe_steps=0 must be >= 1"),
         ("beta", 0.0, "beta=0.0 must be in \\(0, 1\\]"),
         ("attack_steps", 0, "attack_steps=0 must be >= 1"),
         ("gamma", float("nan"), "config.gamma=nan is not a finite number"),

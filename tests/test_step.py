@@ -53,14 +53,14 @@ def assert_trees_close(tree_1, tree_8, atol=1e-5):
 
 @pytest.mark.parametrize(
     "method, epoch, batchnorm",
-    [("iaat", 0, "running"), ("iaat", 5, "running"), ("iaat", 5, "batch"), ("pgd", 0, "running")]
+    [("iaat", 0, "running"), ("iaat", 5, "running"), ("iaat", 5, "global"), ("pgd", 0, "running")]
     + [("clean", 0, "running")],
 )
 def test_eight_devices_match_one_device(fast_config, method, epoch, batchnorm):
     assert jax.device_count() == 8
     fast_config.method = method
-    fast_config.attack_batchnorm = batchnorm  # 'batch': the paper configs' mode, with updates
-    fast_config.attack_batchnorm_updates = batchnorm == "batch"
+    fast_config.attack_batchnorm = batchnorm  # 'global': the CIFAR config's mode, with updates
+    fast_config.attack_batchnorm_updates = batchnorm == "global"
     eps_prev = np.random.default_rng(1).uniform(0, 0.15, B).astype(np.float32)
     state_1, eps_1, metrics_1 = one_step(fast_config, 1, epoch, eps_prev)
     state_8, eps_8, metrics_8 = one_step(fast_config, 8, epoch, eps_prev)
@@ -76,6 +76,35 @@ def test_eight_devices_match_one_device(fast_config, method, epoch, batchnorm):
         for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(state_8.params), strict=True)
     ]
     assert int(state_8.step) == 1 and max(moved) > 1e-4
+
+
+def test_uint8_images_give_the_step_of_their_float_images_bit_for_bit(fast_config):
+    batch = random_batch()
+    pixels = np.random.default_rng(2).integers(0, 256, batch["image"].shape, dtype=np.uint8)
+    eps_prev = np.random.default_rng(1).uniform(0, 0.15, B).astype(np.float32)
+    as_uint8 = one_step(fast_config, 8, 5, eps_prev, dict(batch, image=pixels))
+    as_float = one_step(fast_config, 8, 5, eps_prev, dict(batch, image=pixels / np.float32(255)))
+    np.testing.assert_array_equal(as_uint8[1], as_float[1])
+    for leaf_uint8, leaf_float in zip(
+        *map(jax.tree.leaves, (as_uint8[0], as_float[0])), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(leaf_uint8), np.asarray(leaf_float))
+
+
+def test_pgd_clean_check_is_a_metric_only_and_clean_training_reuses_its_training_pass(
+    fast_config,
+):
+    eps_prev = np.zeros(B, np.float32)
+    fast_config.method = "pgd"
+    state_off, eps_off, metrics_off = one_step(fast_config, 1, 0, eps_prev)
+    fast_config.pgd_clean_check = True
+    state_on, eps_on, metrics_on = one_step(fast_config, 1, 0, eps_prev)
+    assert "train_clean_accuracy" not in metrics_off and 0 <= metrics_on["train_clean_accuracy"]
+    np.testing.assert_array_equal(eps_off, eps_on)
+    assert_trees_close(state_off.params, state_on.params, atol=0)  # the step is unchanged
+    fast_config.method = "clean"
+    metrics = one_step(fast_config, 1, 0, eps_prev)[2]
+    assert metrics["train_clean_accuracy"] == metrics["train_accuracy"]
 
 
 def test_methods_set_the_radius(fast_config):
@@ -102,22 +131,25 @@ def test_methods_set_the_radius(fast_config):
 
 
 @pytest.mark.parametrize(
-    "method, epoch, batchnorm, updates, passes",
-    [
-        ("iaat", 5, "batch", True, 3 * 2 + 4),  # clean, 2 probes x 2 steps, 2 checks, attack, loss
-        ("iaat", 0, "batch", True, 2 + 2),  # warm-up: clean check, attack, loss
-        ("pgd", 0, "batch", True, 2 + 1),  # the authors' PGD-AT has no clean check
-        ("iaat", 5, "batch", False, 1),  # batch statistics, but only the loss pass updates
-        ("iaat", 5, "running", False, 1),
+    "method, epoch, batchnorm, updates, probe_steps, passes",
+    [  # clean check, 2 probes x 2 steps, 2 checks, attack, loss
+        ("iaat", 5, "global", True, None, 3 * 2 + 4),
+        ("iaat", 5, "global", True, 1, 1 + 2 * 1 + 2 + 2 + 1),  # probes of one PGD step
+        ("iaat", 5, "local", True, None, 3 * 2 + 4),  # one device: its batch is the global one
+        ("iaat", 0, "global", True, None, 2 + 2),  # warm-up: clean check, attack, loss
+        ("pgd", 0, "global", True, None, 2 + 1),  # the authors' PGD-AT has no clean check
+        ("iaat", 5, "global", False, None, 1),  # batch statistics, but only the loss updates
+        ("iaat", 5, "running", False, None, 1),
     ],
 )
 def test_running_statistics_are_updated_once_per_train_mode_pass(
-    fast_config, method, epoch, batchnorm, updates, passes
+    fast_config, method, epoch, batchnorm, updates, probe_steps, passes
 ):
     # every radius is 0, so each pass sees the clean batch and its statistics s: after n passes
     # with momentum m the running statistics are m^n r0 + (1 - m^n) s
     fast_config.update(method=method, epsilon=0.0, gamma=0.0, epsilon_ramp_epochs=0)
     fast_config.update(attack_batchnorm=batchnorm, attack_batchnorm_updates=updates)
+    fast_config.probe_steps = probe_steps
     _, state = fresh_state(fast_config)
     start = jax.tree.map(lambda x: x + 0.3, state.batch_stats)  # away from the batch's
     state = state.replace(batch_stats=start)
@@ -162,17 +194,30 @@ def test_attack_batchnorm_mode_decides_which_statistics_the_clean_check_uses(fas
         plain.apply(variables, batch["image"], train=True, mutable=["batch_stats"])[0], -1
     )
     batch["label"] = running.astype(np.int32)  # every example correct under running statistics
-    expected = {"running": running == running, "batch": in_batch == running}
-    assert 0 < expected["batch"].sum() < B  # the modes disagree on some examples, not all
+    expected = {"running": running == running, "global": in_batch == running}
+    expected["local"] = expected["global"]  # one device: its own batch is the global batch
+    assert 0 < expected["global"].sum() < B  # the modes disagree on some examples, not all
     eps_prev = np.zeros(B, np.float32)
-    for mode in ("running", "batch"):
+    for mode in ("running", "global", "local"):
         fast_config.attack_batchnorm = mode
         _, warm, _ = one_step(fast_config, 1, 0, eps_prev, batch=batch, state=state)
         # warm-up radius = epsilon where the clean check (in this mode) is correct, else 0
         np.testing.assert_array_equal(warm > 0, expected[mode], err_msg=mode)
+    fast_config.attack_batchnorm = "global"
     _, warm_8, _ = one_step(fast_config, 8, 0, eps_prev, batch=batch, state=state)
     # 8 devices average the same global batch statistics (up to float rounding near ties)
-    assert np.mean((warm_8 > 0) == expected["batch"]) >= 0.9
+    assert np.mean((warm_8 > 0) == expected["global"]) >= 0.9
+    # 'local': each device normalises its own 4 examples with their statistics alone
+    fast_config.attack_batchnorm = "local"
+    per_device = np.concatenate(
+        [
+            np.argmax(plain.apply(variables, rows, train=True, mutable=["batch_stats"])[0], -1)
+            for rows in np.split(batch["image"], 8)
+        ]
+    )
+    assert 0 < np.sum(per_device != in_batch)  # own statistics decide other classes than global
+    _, warm_local, _ = one_step(fast_config, 8, 0, eps_prev, batch=batch, state=state)
+    np.testing.assert_array_equal(warm_local > 0, per_device == running)
 
 
 def test_both_iaat_programs_compile_at_the_first_step_and_serve_every_later_one(fast_config):

@@ -29,6 +29,21 @@ def test_a_resume_may_change_bookkeeping_but_not_the_run(tmp_path):
     assert "\n" not in message
 
 
+def test_a_run_from_before_a_field_existed_resumes_at_its_default_only(tmp_path):
+    config = load_config()
+    workdir.save_config(config, str(tmp_path))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["probe_steps"]  # a run started before probe_steps was a field, with 'batch' then
+    saved.update(attack_batchnorm="batch", attack_batchnorm_updates=True)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config.update(attack_batchnorm="global", attack_batchnorm_updates=True)
+    assert workdir.check_same_run(config, str(tmp_path))  # 'batch' is today's 'global'
+    assert workdir.saved_config(str(tmp_path)).attack_batchnorm == "global"
+    config.probe_steps = 2  # not what the run did
+    with pytest.raises(ConfigError, match=r"probe_steps=None -> 2"):
+        workdir.check_same_run(config, str(tmp_path))
+
+
 def test_a_damaged_config_json_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text('{"dataset": ')
     with pytest.raises(ConfigError, match="config.json is damaged"):

@@ -31,7 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.beta = 0.1
     config.warmup_epochs = 10
     config.attack_steps = 10
-    config.attack_batchnorm = "batch"  # the authors' train-mode attacks ...
+    # the authors' train-mode attacks on one GPU: statistics of the whole batch of 256, the
+    # same on any device count ('local': their nn.DataParallel on several GPUs, cheaper on a pod)
+    config.attack_batchnorm = "global"
     config.attack_batchnorm_updates = True  # ... that also update the running statistics
     config.epsilon_ramp_epochs = 0  # the authors' PGD-AT starts at full radius
     config.attack_step_min = 2 / 255

@@ -37,8 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.epsilon_max = placeholder(float)  # optional cap on IAAT radii; None: no cap (reference)
     config.attack_steps = 10  # PGD steps of every training attack
     config.attack_step_min = 0.03  # PGD step size = max(eps / (steps / 2), attack_step_min)
-    config.attack_batchnorm = "running"  # BatchNorm in clean check and attacks: or 'batch' (ref.)
-    config.attack_batchnorm_updates = False  # 'batch' only: attack passes update running stats
+    config.attack_batchnorm = "running"  # BatchNorm in clean check and attacks: 'global', 'local'
+    config.attack_batchnorm_updates = False  # 'global'/'local': attack passes update running stats
+    config.probe_steps = placeholder(int)  # IAAT: PGD steps per radius probe; None: attack_steps
+    config.pgd_clean_check = False  # PGD-AT: a clean pass per step for train_clean_accuracy (+3%)
     config.eval_attack_steps = 10  # PGD steps of the per-epoch robust evaluation
     config.attack_unroll = placeholder(bool)  # unroll PGD loops; None: on CPU only (faster there)
     # --mode=evaluate: the robustness sweep over test radii (eval.json).
