@@ -4,13 +4,19 @@ For each method (clean, pgd, iaat after warm-up) it compiles the train step for 
 model, shapes and batch on fake data, runs warm-up steps, then times `--steps` steps through the
 training loop's own TableFeed (gather by id, step, scatter by id) and prints one JSON line:
 method, model, global batch, device kind and count, compile seconds, seconds per step, images per
-second, the host's share of a step (gather, transfer, scatter), the analytic FLOPs per step (XLA
-cost analysis of the unrolled step, all devices) and, on GPU or TPU, the model FLOP utilisation.
+second, the host's share of a step (gather, transfer, scatter) and the bytes it sends, the
+analytic FLOPs per step (XLA cost analysis of the unrolled step, all devices), the cross-device
+collectives the step issues (from its HLO: per step as written, and those of the compiled program
+after XLA combines them, a loop's body counted once) and, on GPU or TPU, the model FLOP
+utilisation.
 With --checkpoint_dir=DIR it times checkpoint saves instead: the seconds the loop is blocked
 per save (asynchronous, as training saves) against waiting for the commit and table export.
 """
 
+import collections
+import functools
 import json
+import re
 import sys
 import time
 
@@ -71,13 +77,46 @@ def peak_flops(device: jax.Device) -> float | None:
     return next((peak for kind, peak in PEAK_FLOPS.items() if kind in device.device_kind), None)
 
 
-def step_flops(
-    model, config: ml_collections.ConfigDict, mesh, args: tuple, epoch: int = 0
-) -> float:
-    """FLOPs of one train step on all devices: XLA's count for the step with unrolled attacks.
+COLLECTIVE = re.compile(
+    r"stablehlo\.(all_reduce|all_gather|reduce_scatter|collective_permute|all_to_all)\b"
+)
+COMPILED_COLLECTIVE = re.compile(
+    r"= \S+ (all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\("
+)
 
-    A while loop's body is counted once whatever its trip count, so the count is taken from
-    the unrolled program, which is lowered (not compiled) for the purpose.
+
+FUNCTION = re.compile(r"func\.func \w+ @([\w.$-]+)")
+CALL = re.compile(r"\bcall @([\w.$-]+)")
+
+
+def collectives(program_text: str, pattern: re.Pattern = COLLECTIVE) -> dict[str, int]:
+    """Cross-device collectives in a program's text, by kind ({} where there are none).
+
+    A lowered module calls private functions (a layer, a jitted helper) once per use, so a
+    collective inside one counts once per call: the count follows calls from @main down.
+    """
+    starts = list(FUNCTION.finditer(program_text))
+    if not starts:  # a compiled HLO module: one flat text
+        return dict(sorted(collections.Counter(pattern.findall(program_text)).items()))
+    ends = [match.start() for match in starts[1:]] + [len(program_text)]
+    bodies = {m.group(1): program_text[m.end() : end] for m, end in zip(starts, ends, strict=True)}
+
+    @functools.cache
+    def total(name: str) -> collections.Counter:
+        counts = collections.Counter(pattern.findall(bodies[name]))
+        for callee in CALL.findall(bodies[name]):
+            counts += total(callee)
+        return counts
+
+    return dict(sorted(total("main").items()))
+
+
+def step_cost(model, config: ml_collections.ConfigDict, mesh, args: tuple, epoch: int = 0) -> dict:
+    """FLOPs of one train step on all devices (XLA's count) and the collectives it issues.
+
+    Both come from the step with unrolled attacks, lowered (not compiled) for the purpose: a
+    while loop's body is counted once whatever its trip count. The collectives are the
+    program's own, one per BatchNorm layer pass or gradient, before XLA combines them.
     """
     unrolled = config.copy_and_resolve_references()
     with unrolled.unlocked():
@@ -86,7 +125,12 @@ def step_flops(
     lowered = train_step.jitted[train_step.adapting(epoch)].lower(*args)
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float(cost["flops"]) * mesh.size
+    found = collectives(lowered.as_text())
+    return {
+        "flops_per_step": float(cost["flops"]) * mesh.size,
+        "collectives_per_step": sum(found.values()),
+        "collectives_by_kind": found,
+    }
 
 
 def table_seconds_per_step(num_train: int, batch_size: int, repeats: int = 50) -> float:
@@ -144,7 +188,13 @@ def benchmark_method(
         "attack_unroll": experiment.unroll_attacks(config),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
-        "flops_per_step": step_flops(parts.model, config, mesh, args, epoch),
+        "attack_batchnorm": config.attack_batchnorm,
+        "probe_steps": config.probe_steps if method == "iaat" else None,
+        "bytes_to_device_per_step": sum(
+            batches[0][name].nbytes for name in ("image", "label", "id")
+        )
+        + args[2].nbytes,
+        **step_cost(parts.model, config, mesh, args, epoch),
     }
     if flops_only:
         return {
@@ -154,6 +204,8 @@ def benchmark_method(
         }
     train_step = step_lib.make_train_step(parts.model, config, mesh, (epoch,), data.steps_per_epoch)
     compile_seconds = train_step.compile(*args)
+    compiled = train_step.compiled[train_step.adapting(epoch)].as_text()
+    record["compiled_collectives"] = collectives(compiled, COMPILED_COLLECTIVE)
 
     feed, state = TableFeed(train_step, table, mesh, key), parts.state
     for index in range(warmup_steps):

@@ -18,7 +18,16 @@ import numpy as np
 from etils import epath
 
 from iaat_jax import figures
-from iaat_jax.runs import ReportError, Run, group_by_setting, load_run, measure_name, trained
+from iaat_jax.runs import (
+    ReportError,
+    Run,
+    differing_settings,
+    group_by_setting,
+    load_run,
+    measure_name,
+    table_agreement,
+    trained,
+)
 
 
 def _first_iaat_with_table(runs: list[Run], figure_name: str, warn) -> Run | None:
@@ -47,9 +56,13 @@ def seed_table(runs: list[Run], test_epsilon: float, suite: str | None = None) -
     """Markdown rows: each setting over its seeds, runs that did not train counted in."""
     header = "| setting | seeds | did not train | clean | robust @ " + f"{test_epsilon:.4g} |"
     lines = [header, "| --- | --- | --- | --- | --- |"]
-    for group in group_by_setting(runs):
+    groups = group_by_setting(runs)
+    for group in groups:
         first = group[0]
         train_eps = "" if first.method == "clean" else f" eps {first.train_epsilon:.4g}"
+        same = next(g[0] for g in groups if g[0].method == first.method)  # first of its method
+        variant = differing_settings(first, same) if same is not first else ""
+        train_eps += f", {variant}" if variant else ""
         failed = [r.name for r in group if not trained(r)]
         lines.append(
             f"| {first.method}{train_eps} ({', '.join(r.name for r in group)}) | {len(group)} | "
@@ -57,6 +70,34 @@ def seed_table(runs: list[Run], test_epsilon: float, suite: str | None = None) -
             f" | {_mean_spread([r.robust_accuracy(test_epsilon, suite) for r in group])} |"
         )
     return lines
+
+
+def agreement_table(runs: list[Run]) -> list[str]:
+    """Markdown rows: each further IAAT setting's radius tables against the first IAAT
+    setting's, seed by seed (mean over the seeds both have); [] with fewer than two."""
+    groups = [g for g in group_by_setting(runs) if g[0].method == "iaat"]
+    if len(groups) < 2:
+        return []
+    reference = {r.config.get("seed"): r for r in groups[0] if r.table is not None}
+    lines = [
+        f"## Radius tables against {', '.join(r.name for r in groups[0])}",
+        "",
+        "| setting | seeds | mean abs difference | rank correlation (Spearman) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for group in groups[1:]:
+        pairs = [(r, reference.get(r.config.get("seed"))) for r in group if r.table is not None]
+        pairs = [(r, ref) for r, ref in pairs if ref is not None and len(ref.table) == len(r.table)]
+        found = [table_agreement(r.table, ref.table) for r, ref in pairs]
+        if not found:
+            continue
+        cells = [
+            _mean_spread([f[name] for f in found])
+            for name in ("mean_abs_difference", "rank_correlation")
+        ]
+        label = differing_settings(group[0], groups[0][0])
+        lines.append(f"| {label} | {len(found)} | {cells[0]} | {cells[1]} |")
+    return lines + [""]
 
 
 def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite) -> None:
@@ -80,6 +121,7 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, s
         "",
         *seed_table(runs, test_epsilon, suite),
         "",
+        *agreement_table(runs),
         f"## Beyond the frontier? (test eps {test_epsilon:.4g})",
         "",
     ]

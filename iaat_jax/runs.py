@@ -73,6 +73,28 @@ def setting_of(run: Run) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def differing_settings(run: Run, reference: Run) -> str:
+    """The fields of `run`'s setting that differ from `reference`'s ('' if none), e.g.
+    'probe_steps=2': what tells two settings of one method and radius apart."""
+    ours, theirs = json.loads(setting_of(run)), json.loads(setting_of(reference))
+    changed = sorted(
+        name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name)
+    )
+    return ", ".join(f"{name}={ours.get(name)}" for name in changed)
+
+
+def table_agreement(table: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How close one radius table is to another: mean |difference| and Spearman's rank
+    correlation (ties at their average rank)."""
+    from scipy import stats
+
+    correlation = stats.spearmanr(table, reference).statistic
+    return {
+        "mean_abs_difference": float(np.mean(np.abs(table - reference))),
+        "rank_correlation": float(correlation),
+    }
+
+
 def group_by_setting(runs: list[Run]) -> list[list[Run]]:
     """Runs grouped by setting (the seeds of one experiment), in first-seen order."""
     groups: dict[str, list[Run]] = {}

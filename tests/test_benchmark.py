@@ -25,6 +25,9 @@ FIELDS = {
     "host_fraction": float,
     "host_seconds_per_step": dict,
     "flops_per_step": float,
+    "collectives_per_step": int,
+    "compiled_collectives": dict,
+    "bytes_to_device_per_step": int,
 }
 
 
@@ -111,12 +114,69 @@ def test_flops_count_every_attack_step_on_a_linear_model(num_devices):
     flops = {}
     for steps in (1, 3):
         config.attack_steps = steps
-        flops[steps] = benchmark.step_flops(model, config, mesh, args)
+        flops[steps] = benchmark.step_cost(model, config, mesh, args)["flops_per_step"]
     # one PGD step: a forward pass and the gradient with respect to the input, 2 * 2 * B * D * C,
     # plus elementwise work (softmax, sign, projection) of well under 1% at these sizes
     per_step = (flops[3] - flops[1]) / 2
     matmuls = 4 * batch * pixels * classes
     assert matmuls <= per_step <= 1.01 * matmuls
+
+
+def linear_step_args(model, config, mesh, classes: int, batch: int = 16):
+    schedule = experiment.learning_rate_schedule(config, 10)
+    state = experiment.create_train_state(model, config, (28, 28, 1), jax.random.key(0), schedule)
+    rng = np.random.default_rng(0)
+    host_batch = {
+        "image": rng.integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8),
+        "label": rng.integers(0, classes, batch).astype(np.int32),
+        "id": np.arange(batch),
+    }
+    return (
+        sharding.replicate(state, mesh),
+        sharding.device_batch(host_batch, mesh),
+        sharding.shard_rows(np.full(batch, 0.1, np.float32), mesh),
+        sharding.replicate(jax.random.key(1), mesh),
+    )
+
+
+def test_probe_steps_cut_the_iaat_step_by_the_probe_steps_they_drop():
+    config = tiny_config()
+    config.update(method="iaat", attack_steps=3)
+    batch, pixels, classes = 16, 28 * 28, 1000
+    model, mesh = Linear(classes), sharding.make_mesh(jax.devices()[:1])
+    args = linear_step_args(model, config, mesh, classes, batch)
+    flops = {}
+    for probe_steps in (None, 3, 1):
+        config.probe_steps = probe_steps
+        flops[probe_steps] = benchmark.step_cost(model, config, mesh, args, epoch=5)[
+            "flops_per_step"
+        ]
+    assert flops[3] == flops[None]  # probes of attack_steps steps: the full rule
+    # two probes of 2 fewer PGD steps each: 4 steps of a forward and an input gradient dropped
+    dropped = (flops[3] - flops[1]) / 4
+    matmuls = 4 * batch * pixels * classes
+    assert matmuls <= dropped <= 1.01 * matmuls
+
+
+def test_local_batchnorm_issues_no_collective_in_the_attack_passes():
+    """Collectives of the IAAT step on 8 devices as its attacks grow from 1 to 3 PGD steps:
+    'global' averages statistics in every attack pass, 'running' and 'local' in none."""
+    config = tiny_config()
+    config.update(method="iaat", batch_size=16)
+    model = experiment.create_model(config, 10)
+    mesh = sharding.make_mesh(jax.devices()[:8])
+    args = linear_step_args(model, config, mesh, 10)
+    counts = {}
+    for policy in ("running", "global", "local"):
+        for steps in (1, 3):
+            config.update(attack_batchnorm=policy, attack_batchnorm_updates=policy != "running")
+            config.attack_steps = steps
+            cost = benchmark.step_cost(model, config, mesh, args, epoch=5)
+            counts[policy, steps] = cost["collectives_per_step"]
+    assert counts["running", 1] == counts["running", 3] > 0  # the gradients and training pass
+    assert counts["local", 1] == counts["local", 3]
+    # each of the 3 attacks has 2 more steps, each a forward and a backward pass over 3 layers
+    assert counts["global", 3] - counts["global", 1] >= 3 * 2 * 3 * 2
 
 
 def test_the_checkpoint_benchmark_times_both_modes_of_real_saves(tmp_path):

@@ -2,10 +2,15 @@
 arguments and the Colab notebook, run headless."""
 
 import importlib.util
+import json
+import os
 import subprocess
+import sys
 
 import pytest
 from conftest import REPO
+
+METHODS = ("clean", "pgd", "iaat")
 
 
 def load_launcher():
@@ -192,3 +197,28 @@ _default.get_config = _test_config
     assert len(images) >= 5  # the default's four figures inline, and CIFAR-10's robustness curve
     assert (tmp_path / "default" / "eval.json").exists()
     assert (tmp_path / "cifar10" / "eval.json").exists()
+
+
+def test_the_device_benchmark_prints_every_record_it_promises(tmp_path):
+    """launch/device_benchmark.sh on CPU with a tiny model and batch (EXTRA): a record for each
+    method of both configs, then one per BatchNorm policy, the collectives among them."""
+    out = tmp_path / "bench.jsonl"
+    extra = "--config.model=small_cnn --config.batch_size=8 --config.attack_steps=1 "
+    extra += "--steps=1 --warmup_steps=0"
+    result = subprocess.run(
+        ["bash", "launch/device_benchmark.sh", str(out)],
+        cwd=REPO,
+        env={**os.environ, "EXTRA": extra, "PYTHON": sys.executable, "LIMIT": "300"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0 and "failed" not in result.stderr, result.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["dataset"], r["method"]) for r in records[:6]] == [
+        (dataset, method) for dataset in ("cifar10", "imagenet2012") for method in METHODS
+    ]
+    assert all(r["images_per_second"] > 0 and r["compile_seconds"] > 0 for r in records[:6])
+    policies = {r["attack_batchnorm"]: r["collectives_per_step"] for r in records[6:]}
+    assert sorted(policies) == ["global", "local", "running"]
+    assert policies["global"] > policies["local"] >= policies["running"] > 0

@@ -86,6 +86,31 @@ def test_the_seed_table_gives_mean_spread_and_names_runs_that_did_not_train():
     assert cells[3] == f"{clean.mean():.3f} ± {clean.std(ddof=1):.3f} (0.110-0.930)"
 
 
+def test_iaat_variants_are_named_by_what_differs_and_their_tables_compared_seed_by_seed():
+    from scipy import stats
+    from test_runs import run_of
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for probe_steps in (None, 2):
+        for seed in (0, 1):
+            run = run_of(f"p{probe_steps}_{seed}", seed, 0.3, 0.96, 0.7)
+            run.config.update(method="iaat", probe_steps=probe_steps)
+            run.table = np.round(rng.uniform(0, 0.4, 50), 1).astype(np.float32)  # with ties
+            runs.append(run)
+    rows = report.seed_table(runs, 0.3)
+    assert "iaat eps 0.3 (" in rows[2] and "iaat eps 0.3, probe_steps=2 (" in rows[3]
+    lines = report.agreement_table(runs)
+    assert lines[0] == "## Radius tables against pNone_0, pNone_1"
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert cells[:2] == ["probe_steps=2", "2"]
+    differences = [np.mean(np.abs(runs[2 + s].table - runs[s].table)) for s in (0, 1)]
+    ranks = [stats.spearmanr(runs[2 + s].table, runs[s].table).statistic for s in (0, 1)]
+    assert cells[2].startswith(f"{np.mean(differences):.3f} ± {np.std(differences, ddof=1):.3f}")
+    assert cells[3].startswith(f"{np.mean(ranks):.3f} ± ")
+    assert report.agreement_table(runs[:2]) == []  # one IAAT setting: nothing to compare
+
+
 def test_pareto_uses_the_declared_suite_and_names_runs_without_it(tmp_path):
     from test_runs import run_of
 
