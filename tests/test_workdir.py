@@ -33,8 +33,8 @@ def test_a_run_from_before_a_field_existed_resumes_at_its_default_only(tmp_path)
     config = load_config()
     workdir.save_config(config, str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["probe_steps"]  # a run started before probe_steps was a field, with 'batch' then
-    saved.update(attack_batchnorm="batch", attack_batchnorm_updates=True)
+    del saved["probe_steps"], saved["pgd_clean_check"]  # a run from before those fields ...
+    saved.update(attack_batchnorm="batch", attack_batchnorm_updates=True)  # ... named so then
     (tmp_path / "config.json").write_text(json.dumps(saved))
     config.update(attack_batchnorm="global", attack_batchnorm_updates=True)
     assert workdir.check_same_run(config, str(tmp_path))  # 'batch' is today's 'global'
