@@ -15,9 +15,8 @@ for seed in "${seeds[@]}"; do
   [[ $seed =~ ^[0-9]+$ ]] || { echo "error: seed '$seed' is not a whole number" >&2; exit 2; }
 done
 cd "$(dirname "$0")/.."
-python=${PYTHON:-.venv/bin/python}
-sweep=(--config.sweep_epsilons="(0.0,0.1,0.2,0.3,0.4)" --config.sweep_attack_steps=20
-       --config.eval_suite="${SUITE:-autoattack_cpu}" --config.eval_suite_epsilons="${SUITE_EPSILONS:-(0.3,)}")
+evaluation=(--config.sweep_epsilons="(0.0,0.1,0.2,0.3,0.4)" --config.sweep_attack_steps=20
+            --config.eval_suite="${SUITE:-autoattack_cpu}" --config.eval_suite_epsilons="${SUITE_EPSILONS:-(0.3,)}")
 settings=(
   "clean:--config.method=clean"
   "pgd_eps0.1:--config.method=pgd --config.epsilon=0.1"
@@ -26,25 +25,6 @@ settings=(
   "pgd_eps0.4:--config.method=pgd --config.epsilon=0.4"
   "iaat_eps0.3:--config.method=iaat --config.epsilon=0.3"
 )
-mkdir -p "$out/logs"
-start=$SECONDS
-runs=()
-for seed in "${seeds[@]}"; do
-  for entry in "${settings[@]}"; do
-    name=${entry%%:*}_seed$seed
-    read -r -a overrides <<< "${entry#*:} --config.seed=$seed"
-    runs+=("$out/$name")
-    echo "[$((SECONDS - start))s] train $name"
-    "$python" -m iaat_jax.main --config=configs/default.py --workdir="$out/$name" "${overrides[@]}" 2> "$out/logs/$name.train.log" \
-      || { echo "training $name failed: see $out/logs/$name.train.log" >&2; exit 1; }
-    if [ ! -f "$out/$name/eval.json" ]; then
-      echo "[$((SECONDS - start))s] evaluate $name"
-      "$python" -m iaat_jax.main --mode=evaluate --config=configs/default.py --workdir="$out/$name" \
-        "${overrides[@]}" "${sweep[@]}" 2> "$out/logs/$name.eval.log" \
-        || { echo "evaluating $name failed: see $out/logs/$name.eval.log" >&2; exit 1; }
-    fi
-  done
-done
-echo "[$((SECONDS - start))s] report"
-"$python" -m iaat_jax.report "${runs[@]}" --out "$out/report" --test_epsilon=0.3
-echo "done in $((SECONDS - start))s: $out/report/report.md"
+# shellcheck source=launch/_train_and_evaluate.sh
+source launch/_train_and_evaluate.sh
+train_and_evaluate_settings

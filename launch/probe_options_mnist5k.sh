@@ -20,30 +20,10 @@ for number in "${seeds[@]}" "${probes[@]}"; do
   [[ $number =~ ^[0-9]+$ ]] || { echo "error: '$number' is not a whole number" >&2; exit 2; }
 done
 cd "$(dirname "$0")/.."
-python=${PYTHON:-.venv/bin/python}
 evaluation=(--config.sweep_epsilons="(0.3,)" --config.sweep_attack_steps=20
             --config.eval_suite="${SUITE:-apgd}" --config.eval_suite_epsilons="(0.3,)")
-settings=("full:")
-for steps in "${probes[@]}"; do settings+=("probe$steps:--config.probe_steps=$steps"); done
-mkdir -p "$out/logs"
-start=$SECONDS
-runs=()
-for seed in "${seeds[@]}"; do
-  for entry in "${settings[@]}"; do
-    name=iaat_${entry%%:*}_seed$seed
-    read -r -a overrides <<< "${entry#*:} --config.seed=$seed"
-    runs+=("$out/$name")
-    echo "[$((SECONDS - start))s] train $name"
-    "$python" -m iaat_jax.main --config=configs/default.py --workdir="$out/$name" "${overrides[@]}" 2> "$out/logs/$name.train.log" \
-      || { echo "training $name failed: see $out/logs/$name.train.log" >&2; exit 1; }
-    if [ ! -f "$out/$name/eval.json" ]; then
-      echo "[$((SECONDS - start))s] evaluate $name"
-      "$python" -m iaat_jax.main --mode=evaluate --config=configs/default.py --workdir="$out/$name" \
-        "${overrides[@]}" "${evaluation[@]}" 2> "$out/logs/$name.eval.log" \
-        || { echo "evaluating $name failed: see $out/logs/$name.eval.log" >&2; exit 1; }
-    fi
-  done
-done
-echo "[$((SECONDS - start))s] report"
-"$python" -m iaat_jax.report "${runs[@]}" --out "$out/report" --test_epsilon=0.3
-echo "done in $((SECONDS - start))s: $out/report/report.md"
+settings=("iaat_full:")
+for steps in "${probes[@]}"; do settings+=("iaat_probe$steps:--config.probe_steps=$steps"); done
+# shellcheck source=launch/_train_and_evaluate.sh
+source launch/_train_and_evaluate.sh
+train_and_evaluate_settings

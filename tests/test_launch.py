@@ -1,5 +1,5 @@
 """launch/: the TPU pod launcher (dry run and preemption handling), the frontier script's
-arguments and the Colab notebook, run headless."""
+arguments, the probe study's runs and the Colab notebook, run headless."""
 
 import importlib.util
 import json
@@ -132,6 +132,43 @@ def test_the_frontier_script_refuses_a_bad_seed_list(tmp_path):
     )
     assert result.returncode == 2 and "seed 'one' is not a whole number" in result.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_the_probe_study_trains_every_setting_per_seed_and_skips_finished_evaluations(tmp_path):
+    """launch/probe_options_mnist5k.sh through launch/_train_and_evaluate.sh, with a stand-in
+    Python that records its arguments (and writes eval.json where it evaluates)."""
+    calls = tmp_path / "calls.txt"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {calls}\n'
+        'for a in "$@"; do case $a in --workdir=*) mkdir -p "${a#--workdir=}";; esac; done\n'
+        'case "$*" in *--mode=evaluate*) for a in "$@"; do case $a in --workdir=*) '
+        'echo {} > "${a#--workdir=}/eval.json";; esac; done;; esac\n'
+    )
+    stand_in.chmod(0o755)
+    (tmp_path / "out" / "iaat_probe2_seed1").mkdir(parents=True)
+    (tmp_path / "out" / "iaat_probe2_seed1" / "eval.json").write_text("{}")
+    result = subprocess.run(
+        ["bash", "launch/probe_options_mnist5k.sh", str(tmp_path / "out"), "0 1", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(stand_in)},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    trained = [line for line in lines if "iaat_jax.main --config" in line]
+    evaluated = [line for line in lines if "--mode=evaluate" in line]
+    runs = ["iaat_full_seed0", "iaat_probe2_seed0", "iaat_full_seed1", "iaat_probe2_seed1"]
+    assert [line.split("--workdir=")[1].split()[0].rsplit("/", 1)[1] for line in trained] == runs
+    seeds = [line.split("--config.seed=")[1].split()[0] for line in trained]
+    assert seeds == [name[-1] for name in runs]
+    assert ["--config.probe_steps=2" in line for line in trained] == [False, True, False, True]
+    assert len(evaluated) == 3 and not any("iaat_probe2_seed1 " in line for line in evaluated)
+    assert all("--config.eval_suite=apgd" in line for line in evaluated)
+    report = lines[-1]
+    assert report.startswith("-m iaat_jax.report") and report.count("/out/iaat_") == 4
 
 
 @pytest.mark.slow  # the notebook end to end: MNIST-5k and fake CIFAR-10 on 8 devices, ~2 min
