@@ -115,12 +115,15 @@ def pgd_attack_carrying(
     keys: jax.Array,
     carry,
     unroll: bool = False,
+    start: jnp.ndarray | None = None,
 ):
     """PGD as `pgd_attack`, threading `carry` through every forward pass of the loss:
     `loss_fn(x, y, carry) -> (losses [B], new carry)`. Returns (adversarial, final carry).
 
     The carry is how BatchNorm running statistics follow the authors' train-mode attacks,
-    updated once per attack iteration.
+    updated once per attack iteration. `labels` may be any per-example target of the loss
+    (TRADES passes the clean predictions); `start` replaces the uniform random start (`keys`
+    are then unused).
     """
     images = images.astype(jnp.float32)
     step = broadcast_rows(step_size, images)
@@ -137,7 +140,8 @@ def pgd_attack_carrying(
         ascended = adversarial + step * jnp.sign(gradient.astype(jnp.float32))
         return project(ascended, images, epsilon), carry
 
-    start = random_start(images, epsilon, keys)
+    if start is None:
+        start = random_start(images, epsilon, keys)
     return jax.lax.fori_loop(0, num_steps, ascend, (start, carry), unroll=unroll)
 
 

@@ -11,7 +11,7 @@ from iaat_jax import attack_batchnorm, attacks, autoattack, files
 from iaat_jax.datasets import DATASETS
 from iaat_jax.models import MODELS
 
-METHODS = ("clean", "pgd", "iaat")
+METHODS = ("clean", "pgd", "trades", "iaat")
 LR_SCHEDULES = ("cosine", "piecewise", "constant")
 ATTACK_BATCHNORM = attack_batchnorm.POLICIES
 OPTIMIZERS = ("sgd", "adamw")
@@ -71,6 +71,11 @@ def validate_config(
         )
     if not 0.0 < config.beta <= 1.0:
         raise ConfigError(f"config.beta={config.beta} must be in (0, 1]")
+    if config.trades_beta < 0.0:
+        raise ConfigError(
+            f"config.trades_beta={config.trades_beta} is negative: give the KL term's weight, "
+            ">= 0 (1.0 as the TRADES authors on MNIST, 6.0 on CIFAR-10)"
+        )
     for name in ("batch_size", "eval_batch_size") if training else ("eval_batch_size",):
         if config[name] % device_count:
             raise ConfigError(

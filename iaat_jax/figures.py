@@ -54,6 +54,7 @@ def plot_pareto(
         "iaat": ("*", 14, "tab:red"),
         "clean": ("s", 8, "tab:gray"),
         "pgd": ("o", 7, "tab:blue"),
+        "trades": ("D", 8, "tab:green"),
     }
     for group in group_by_setting(runs):
         point = _group_point(group, test_epsilon, suite)

@@ -16,6 +16,8 @@ METHODS = {
     "iaat": "Instance Adaptive Adversarial Training (Balaji, Goldstein, Hoffman, 2019): PGD "
     "training with a radius per training example, adapted online",
     "pgd": "PGD adversarial training (Madry et al., 2018) at one fixed radius",
+    "trades": "TRADES (Zhang et al., 2019): clean cross-entropy plus beta times the KL divergence "
+    "to the prediction on a PGD-KL adversarial example, at one fixed radius",
     "clean": "standard (non-adversarial) training",
 }
 

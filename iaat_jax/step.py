@@ -12,6 +12,10 @@ one policy object, config.attack_batchnorm (iaat_jax.attack_batchnorm): 'running
 config), 'global' (the paper configs: the authors' batch statistics, with
 attack_batchnorm_updates the authors' count of running-statistics updates, 34 per IAAT step
 after warm-up) or 'local' (each device's own batch, no collective in the attacks).
+
+TRADES (iaat_jax.trades) attacks the KL term with the same policy and trains on a clean and an
+adversarial train-mode pass, in that order (the authors' code has a second clean pass, which
+changes only the running statistics' update count).
 """
 
 import functools
@@ -25,7 +29,7 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from iaat_jax import attack_batchnorm, attacks, epsilon, experiment
+from iaat_jax import attack_batchnorm, attacks, epsilon, experiment, trades
 from iaat_jax.experiment import TrainState
 from iaat_jax.sharding import DATA_AXIS
 
@@ -81,6 +85,21 @@ def _device_train_step(
                 loss_fn, images, labels, radius, size, num_steps, keys, stats, unroll
             )
 
+        def trades_attacked(radius, stats):  # PGD on KL(clean || adversarial), Gaussian start
+            clean_logits, stats = batchnorm.forward(state.params, images, stats)
+
+            def loss_fn(x, clean_logits, stats):
+                logits, stats = batchnorm.forward(state.params, x, stats)
+                return trades.kl_divergence(clean_logits, logits), stats
+
+            size = attacks.pgd_step_size(radius, steps, step_min)
+            keys = attacks.example_keys(key, _TRAIN_ATTACK, ids)
+            start = trades.gaussian_start(images, keys)
+            target = jax.lax.stop_gradient(clean_logits)
+            return attacks.pgd_attack_carrying(
+                loss_fn, images, target, radius, size, steps, keys, stats, unroll, start
+            )
+
         # the authors' order of passes (it sets the weights of the running-statistics updates):
         # clean check (IAAT only), both probe attacks, both probe checks, training attack, loss
         stats, clean_correct = batchnorm.begin(state.batch_stats), None
@@ -89,7 +108,7 @@ def _device_train_step(
             stats = checked_stats if config.method == "iaat" else stats
         if config.method == "clean":
             radius = eps_prev
-        elif config.method == "pgd":
+        elif config.method in ("pgd", "trades"):
             radius = jnp.full_like(eps_prev, ramped_epsilon(config, state.step, ramp_steps))
         elif not adapting:
             warmup_epsilon = ramped_epsilon(config, state.step, ramp_steps)
@@ -109,23 +128,34 @@ def _device_train_step(
                 eps_max=config.epsilon_max,
             )
         inputs = images
-        if config.method != "clean":
+        if config.method == "trades":
+            inputs, stats = trades_attacked(radius, stats)
+        elif config.method != "clean":
             inputs, stats = attacked(radius, _TRAIN_ATTACK, stats)
         stats = batchnorm.settle(stats)
 
         def training_loss(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": stats},
-                inputs,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            return attacks.cross_entropy(logits, labels).sum() / global_batch, (logits, updates)
+            def forward(x, batch_stats):  # train mode: global batch statistics, updated
+                variables = {"params": params, "batch_stats": batch_stats}
+                logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+                return logits, updates["batch_stats"]
 
-        (loss, (logits, updates)), grads = jax.value_and_grad(training_loss, has_aux=True)(
-            state.params
-        )
-        new_state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+            clean_logits = None
+            if config.method == "trades":  # clean pass first, then the adversarial one
+                clean_logits, new_stats = forward(images, stats)
+                logits, new_stats = forward(inputs, new_stats)
+                losses = trades.trades_loss(clean_logits, logits, labels, config.trades_beta)
+            else:
+                logits, new_stats = forward(inputs, stats)
+                losses = attacks.cross_entropy(logits, labels)
+            return losses.sum() / global_batch, (logits, new_stats, clean_logits)
+
+        (loss, (logits, new_stats, clean_logits)), grads = jax.value_and_grad(
+            training_loss, has_aux=True
+        )(state.params)
+        new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
+        if clean_logits is not None:  # TRADES: the training pass's clean half is the check
+            clean_correct = jnp.argmax(clean_logits, axis=-1) == labels
         metrics = {
             "train_loss": jax.lax.psum(loss, DATA_AXIS),
             "train_accuracy": _global_mean(jnp.argmax(logits, -1) == labels, global_batch),
@@ -165,7 +195,7 @@ class TrainStep:
     ):
         self.warmup_epochs = config.warmup_epochs if config.method == "iaat" else 0
         ramp_steps = 0
-        if config.method in ("pgd", "iaat") and config.epsilon_ramp_epochs:
+        if config.method in ("pgd", "iaat", "trades") and config.epsilon_ramp_epochs:
             if not steps_per_epoch:
                 raise ValueError("config.epsilon_ramp_epochs needs the steps_per_epoch")
             ramp_steps = max(int(config.epsilon_ramp_epochs * steps_per_epoch), 1)

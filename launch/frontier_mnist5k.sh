@@ -1,30 +1,51 @@
 #!/usr/bin/env bash
-# The clean-vs-robust frontier on the embedded default (MNIST-5k, eps 0.3), in one command:
-# clean training, PGD-AT at four fixed radii and IAAT, each for every seed; then a robustness
-# sweep of each (PGD-20 with CE and margin losses) plus an attack suite at the radii of
-# SUITE_EPSILONS, and the report, which gives the mean and spread over seeds.
-# Usage: launch/frontier_mnist5k.sh OUT_DIR [SEEDS]      SEEDS: e.g. "0 1 2" (the default)
+# The clean-vs-robust frontier on the embedded default (MNIST-5k), in one command: clean
+# training, PGD-AT at each fixed radius of RADII, TRADES and IAAT, each for every seed and the
+# training length EPOCHS; then a robustness sweep of each (PGD-20 with CE and margin losses)
+# plus an attack suite at the radii of SUITE_EPSILONS, and the report (mean and spread over
+# seeds, the Pareto figure).
+# Usage: launch/frontier_mnist5k.sh OUT_DIR [SEEDS] [RADII] [EPOCHS]
+#   SEEDS "0 1 2", RADII "0.1 0.2 0.3 0.4" (PGD-AT's), EPOCHS 7 (the default config's) by default
+#   TRADES_RADII ("0.3"; "" for none) and IAAT_RADII ("0.3": IAAT's warm-up radius; "" for none);
+#   IAAT_ARGS: further overrides of every IAAT run, e.g. "--config.gamma=0.05"
 #   SUITE (autoattack_cpu; or autoattack, apgd: iaat_jax/autoattack.py) and SUITE_EPSILONS
-#   ("(0.3,)") set the suite; each suite radius costs 2-7 minutes per run on 2 CPU cores
+#   ("(0.3,)") set the suite; each suite radius costs 2-7 minutes per run on 2 CPU cores, and a
+#   7-epoch training run 1-3 minutes
 # Rerunning resumes: finished trainings and evaluations are skipped.
 set -euo pipefail
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then echo "usage: $0 OUT_DIR [SEEDS, e.g. \"0 1 2\"]" >&2; exit 2; fi
+if [ $# -lt 1 ] || [ $# -gt 4 ]; then
+  echo "usage: $0 OUT_DIR [SEEDS, e.g. \"0 1 2\"] [RADII, e.g. \"0.3 0.4\"] [EPOCHS, e.g. 15]" >&2
+  exit 2
+fi
 out=$1
 read -r -a seeds <<< "${2:-0 1 2}"
+read -r -a radii <<< "${3:-0.1 0.2 0.3 0.4}"
+epochs=${4:-7}
+read -r -a trades_radii <<< "${TRADES_RADII-0.3}"
+read -r -a iaat_radii <<< "${IAAT_RADII-0.3}"
 for seed in "${seeds[@]}"; do
   [[ $seed =~ ^[0-9]+$ ]] || { echo "error: seed '$seed' is not a whole number" >&2; exit 2; }
 done
+for radius in "${radii[@]}" "${trades_radii[@]}" "${iaat_radii[@]}"; do
+  [[ $radius =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] \
+    || { echo "error: radius '$radius' is not a number in [0, 1], e.g. 0.3" >&2; exit 2; }
+done
+[[ $epochs =~ ^[1-9][0-9]*$ ]] || { echo "error: EPOCHS '$epochs' is not a whole number >= 1" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 evaluation=(--config.sweep_epsilons="(0.0,0.1,0.2,0.3,0.4)" --config.sweep_attack_steps=20
             --config.eval_suite="${SUITE:-autoattack_cpu}" --config.eval_suite_epsilons="${SUITE_EPSILONS:-(0.3,)}")
-settings=(
-  "clean:--config.method=clean"
-  "pgd_eps0.1:--config.method=pgd --config.epsilon=0.1"
-  "pgd_eps0.2:--config.method=pgd --config.epsilon=0.2"
-  "pgd_eps0.3:--config.method=pgd --config.epsilon=0.3"
-  "pgd_eps0.4:--config.method=pgd --config.epsilon=0.4"
-  "iaat_eps0.3:--config.method=iaat --config.epsilon=0.3"
-)
+length=(); suffix=""
+if [ "$epochs" != 7 ]; then length=(--config.num_epochs="$epochs"); suffix=_ep$epochs; fi
+settings=("clean$suffix:--config.method=clean ${length[*]}")
+for radius in "${radii[@]}"; do
+  settings+=("pgd_eps$radius$suffix:--config.method=pgd --config.epsilon=$radius ${length[*]}")
+done
+for radius in "${trades_radii[@]}"; do
+  settings+=("trades_eps$radius$suffix:--config.method=trades --config.epsilon=$radius ${length[*]}")
+done
+for radius in "${iaat_radii[@]}"; do
+  settings+=("iaat_eps$radius$suffix:--config.method=iaat --config.epsilon=$radius ${length[*]} ${IAAT_ARGS:-}")
+done
 # shellcheck source=launch/_train_and_evaluate.sh
 source launch/_train_and_evaluate.sh
 train_and_evaluate_settings

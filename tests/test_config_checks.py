@@ -11,7 +11,8 @@ from iaat_jax import config_checks, train
     [
         ("dataset", "cifar1O", "unknown dataset 'cifar1O'"),
         ("model", "resnet9000", "unknown model 'resnet9000'"),
-        ("method", "trades", "unknown method 'trades'"),
+        ("method", "mart", "unknown method 'mart'"),
+        ("trades_beta", -1.0, "trades_beta=-1.0 is negative"),
         ("epsilon", 8.0, "outside \\[0, 1\\]"),
         ("epsilon", -0.1, "outside \\[0, 1\\]"),
         ("batch_size", 100, "batch_size=100 is not divisible by the 8 devices"),

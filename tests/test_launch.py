@@ -123,20 +123,9 @@ def test_bad_launcher_input_is_one_line_and_exit_2():
     assert "--workdir=/local/dir is not a gs:// path" in result.stderr.splitlines()[-1]
 
 
-def test_the_frontier_script_refuses_a_bad_seed_list(tmp_path):
-    result = subprocess.run(
-        ["bash", "launch/frontier_mnist5k.sh", str(tmp_path), "0 one"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and "seed 'one' is not a whole number" in result.stderr
-    assert not (tmp_path / "logs").exists()
-
-
-def test_the_probe_study_trains_every_setting_per_seed_and_skips_finished_evaluations(tmp_path):
-    """launch/probe_options_mnist5k.sh through launch/_train_and_evaluate.sh, with a stand-in
-    Python that records its arguments (and writes eval.json where it evaluates)."""
+def recording_python(tmp_path):
+    """A stand-in for Python that appends its arguments to calls.txt, makes each --workdir and
+    writes eval.json where it evaluates: the launch scripts' loop without any training."""
     calls = tmp_path / "calls.txt"
     stand_in = tmp_path / "python"
     stand_in.write_text(
@@ -147,6 +136,16 @@ def test_the_probe_study_trains_every_setting_per_seed_and_skips_finished_evalua
         'echo {} > "${a#--workdir=}/eval.json";; esac; done;; esac\n'
     )
     stand_in.chmod(0o755)
+    return stand_in, calls
+
+
+def run_name(line: str) -> str:
+    return line.split("--workdir=")[1].split()[0].rsplit("/", 1)[1]
+
+
+def test_the_probe_study_trains_every_setting_per_seed_and_skips_finished_evaluations(tmp_path):
+    """launch/probe_options_mnist5k.sh through launch/_train_and_evaluate.sh."""
+    stand_in, calls = recording_python(tmp_path)
     (tmp_path / "out" / "iaat_probe2_seed1").mkdir(parents=True)
     (tmp_path / "out" / "iaat_probe2_seed1" / "eval.json").write_text("{}")
     result = subprocess.run(
@@ -161,7 +160,7 @@ def test_the_probe_study_trains_every_setting_per_seed_and_skips_finished_evalua
     trained = [line for line in lines if "iaat_jax.main --config" in line]
     evaluated = [line for line in lines if "--mode=evaluate" in line]
     runs = ["iaat_full_seed0", "iaat_probe2_seed0", "iaat_full_seed1", "iaat_probe2_seed1"]
-    assert [line.split("--workdir=")[1].split()[0].rsplit("/", 1)[1] for line in trained] == runs
+    assert [run_name(line) for line in trained] == runs
     seeds = [line.split("--config.seed=")[1].split()[0] for line in trained]
     assert seeds == [name[-1] for name in runs]
     assert ["--config.probe_steps=2" in line for line in trained] == [False, True, False, True]
@@ -169,6 +168,45 @@ def test_the_probe_study_trains_every_setting_per_seed_and_skips_finished_evalua
     assert all("--config.eval_suite=apgd" in line for line in evaluated)
     report = lines[-1]
     assert report.startswith("-m iaat_jax.report") and report.count("/out/iaat_") == 4
+
+
+def test_the_frontier_trains_clean_pgd_at_each_radius_trades_and_iaat_for_the_budget(tmp_path):
+    stand_in, calls = recording_python(tmp_path)
+    result = subprocess.run(
+        ["bash", "launch/frontier_mnist5k.sh", str(tmp_path / "out"), "4", "0.3 0.45", "15"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(stand_in), "IAAT_ARGS": "--config.gamma=0.05"},
+    )
+    assert result.returncode == 0, result.stderr
+    trained = [line for line in calls.read_text().splitlines() if "main --config" in line]
+    names = ["clean", "pgd_eps0.3", "pgd_eps0.45", "trades_eps0.3", "iaat_eps0.3"]
+    assert [run_name(line) for line in trained] == [f"{n}_ep15_seed4" for n in names]
+    methods = [line.split("--config.method=")[1].split()[0] for line in trained]
+    assert methods == ["clean", "pgd", "pgd", "trades", "iaat"]
+    assert all("--config.num_epochs=15" in line and "--config.seed=4" in line for line in trained)
+    assert "--config.epsilon=0.45" in trained[2] and "--config.gamma=0.05" in trained[4]
+    assert not any("gamma" in line for line in trained[:4])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["0 one"], "seed 'one' is not a whole number"),
+        (["0", "0.3 1.5"], "radius '1.5' is not a number in [0, 1]"),
+        (["0", "0.3", "ten"], "EPOCHS 'ten' is not a whole number"),
+    ],
+)
+def test_the_frontier_script_refuses_bad_arguments(tmp_path, arguments, message):
+    result = subprocess.run(
+        ["bash", "launch/frontier_mnist5k.sh", str(tmp_path), *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "logs").exists()
 
 
 @pytest.mark.slow  # the notebook end to end: MNIST-5k and fake CIFAR-10 on 8 devices, ~2 min

@@ -54,7 +54,7 @@ def assert_trees_close(tree_1, tree_8, atol=1e-5):
 @pytest.mark.parametrize(
     "method, epoch, batchnorm",
     [("iaat", 0, "running"), ("iaat", 5, "running"), ("iaat", 5, "global"), ("pgd", 0, "running")]
-    + [("clean", 0, "running")],
+    + [("clean", 0, "running"), ("trades", 0, "running")],
 )
 def test_eight_devices_match_one_device(fast_config, method, epoch, batchnorm):
     assert jax.device_count() == 8
