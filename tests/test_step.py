@@ -257,6 +257,15 @@ class TwoClassLinear(nn.Module):
         return nn.Dense(2)(images.reshape(images.shape[0], -1))
 
 
+def linear_model_and_state(config):
+    """TwoClassLinear and its initial train state for 28 x 28 x 1 images."""
+    model = TwoClassLinear()
+    schedule = experiment.learning_rate_schedule(config, 10)
+    return model, experiment.create_train_state(
+        model, config, (28, 28, 1), jax.random.key(3), schedule
+    )
+
+
 def linear_oracle(params, images, labels):
     """Margin of each example's label at the worst point of its ball of radius r (float64):
     the corner clip(x + r * sign(w_other - w_label), 0, 1), which PGD reaches on a two-class
@@ -292,11 +301,7 @@ def test_the_iaat_step_applies_the_rule_to_the_true_robustness_of_each_example(
     step's radii equal the rule applied to the clean check and both probes, example by
     example (swapped probes, a probe at the wrong radius or the wrong clean mask would not)."""
     fast_config.update(gamma=0.01, beta=0.3, epsilon=0.05, epsilon_ramp_epochs=0)
-    model = TwoClassLinear()
-    schedule = experiment.learning_rate_schedule(fast_config, 10)
-    state = experiment.create_train_state(
-        model, fast_config, (28, 28, 1), jax.random.key(3), schedule
-    )
+    model, state = linear_model_and_state(fast_config)
     rng = np.random.default_rng(4)
     images = rng.random((B, 28, 28, 1), dtype=np.float32)
     flat = images.reshape(B, -1).astype(np.float64)

@@ -6,9 +6,9 @@ import itertools
 import jax
 import numpy as np
 import pytest
-from test_step import TwoClassLinear
+from test_step import linear_model_and_state
 
-from iaat_jax import experiment, sharding, trades
+from iaat_jax import sharding, trades
 from iaat_jax import step as step_lib
 
 
@@ -52,11 +52,7 @@ def test_the_step_trains_on_the_papers_loss_at_a_corner_of_each_ball(fast_config
         method="trades", trades_beta=beta, epsilon=0.05, epsilon_ramp_epochs=0,
         attack_steps=3, attack_step_min=1.0,
     )  # fmt: skip
-    model = TwoClassLinear()
-    schedule = experiment.learning_rate_schedule(fast_config, 10)
-    state = experiment.create_train_state(
-        model, fast_config, (28, 28, 1), jax.random.key(3), schedule
-    )
+    model, state = linear_model_and_state(fast_config)
     rng = np.random.default_rng(4)
     images = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
     labels = rng.integers(0, 2, batch_size).astype(np.int32)
