@@ -126,6 +126,12 @@ def validate_config(
     for eps in config.eval_suite_epsilons:
         if not 0.0 < eps <= 1.0:
             raise ConfigError(f"config.eval_suite_epsilons entry {eps} must be in (0, 1]")
+    num_train = DATASETS[config.dataset].num_train
+    if not 0 <= config.get("validation_examples", 0) < num_train:
+        raise ConfigError(
+            f"config.validation_examples={config.validation_examples} must be in [0, {num_train}) "
+            f"for {config.dataset}: hold out fewer of its {num_train} training examples"
+        )
     if config.epsilon_max is not None and config.epsilon_max < 0:
         raise ConfigError(f"config.epsilon_max={config.epsilon_max} must be >= 0 (or unset)")
 

@@ -299,11 +299,12 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, step=None) -> 
     attack_list = sweep_attacks(config)
     num_batches = data.num_eval_batches
     logging.info(
-        "Evaluating %s at step %d: %d PGD attacks on %d examples, then suite %r at eps %s.",
+        "Evaluating %s at step %d: %d PGD attacks on %d examples of %s, then suite %r at eps %s.",
         workdir,
         checkpoint_step,
         len(attack_list),
         data.num_eval,
+        data.evaluated_split,
         config.eval_suite or None,
         ", ".join(f"{e:.4f}" for e in suite_epsilons(config)) or "-",
     )
@@ -327,6 +328,7 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, step=None) -> 
     results.update(
         checkpoint_step=checkpoint_step,
         dataset=config.dataset,
+        split=data.evaluated_split,
         model=config.model,
         method=config.method,
         train_epsilon=config.epsilon,

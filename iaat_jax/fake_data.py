@@ -36,7 +36,7 @@ class FakeDataSource(HostInput):
     def train_epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """Batches `skip` to `steps_per_epoch` of epoch `epoch`; each is drawn from its own
         seed, so skipping gives the batches a replay would."""
-        start, end = host_range(self.num_train, self.process_index, self.process_count)
+        start, end = host_range(self.num_trained, self.process_index, self.process_count)
         seed = (self.config.seed, epoch, self.process_index)
         ids = start + np.random.default_rng(seed).permutation(end - start)
         for step in range(skip, self.steps_per_epoch):

@@ -5,6 +5,8 @@ The id of a training example is its position in the TFDS split: the offset of it
 (ReadConfig(add_tfds_id=True)). It is the same across epochs, shuffles, hosts and restarts, and
 indexes the epsilon table. Each host reads the contiguous slice of the split that
 `host_range` gives it; epoch `e` is shuffled with seed (config.seed, e), so a restart replays it.
+With config.validation_examples = V > 0 the last V examples of the training split are held out:
+never trained on (their radii stay put) and evaluated in place of the test split.
 TensorFlow is imported only here, where real data is read.
 """
 
@@ -74,10 +76,15 @@ class DataSource(HostInput):
         """Examples in the whole training split: the size of the epsilon table."""
         return self._split_layout(self.spec.train_split)[0]
 
-    def _read(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
-        """This host's slice of `split`: image (uint8, or JPEG bytes for ImageNet), label, id."""
+    def _read(
+        self, split: str, shuffle_seed: int | None, first: int = 0, last: int | None = None
+    ) -> tf.data.Dataset:
+        """This host's slice of examples [first, last) of `split` (last None: the split's end):
+        image (uint8, or JPEG bytes for ImageNet), label, id (the example's place in the split)."""
         num_examples, shard_lengths = self._split_layout(split)
-        start, end = host_range(num_examples, self.process_index, self.process_count)
+        last = num_examples if last is None else last
+        host_slice = host_range(last - first, self.process_index, self.process_count)
+        start, end = (first + offset for offset in host_slice)
         offsets = tf.constant(shard_offsets(shard_lengths))
         encoded = self.spec.augmentation == "imagenet"
         dataset = self.builder.as_dataset(
@@ -96,11 +103,13 @@ class DataSource(HostInput):
 
         return dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def _maybe_cached(self, name: str, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
+    def _maybe_cached(
+        self, name: str, split: str, seed: int | None, first: int = 0, last: int | None = None
+    ) -> tf.data.Dataset:
         if not self.config.cache:
-            return self._read(split, shuffle_seed)
+            return self._read(split, seed, first, last)
         if name not in self._cache:
-            self._cache[name] = self._read(split, None).cache()
+            self._cache[name] = self._read(split, None, first, last).cache()
         return self._cache[name]
 
     def train_epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
@@ -109,7 +118,7 @@ class DataSource(HostInput):
         augmenting, which are keyed by (epoch seed, id): a resume gets the batches a replay
         of the epoch would, without decoding the ones before."""
         seed = self.config.seed * 100_003 + epoch
-        dataset = self._maybe_cached("train", self.spec.train_split, seed)
+        dataset = self._maybe_cached("train", self.spec.train_split, seed, 0, self.num_trained)
         dataset = dataset.shuffle(self.config.shuffle_buffer, seed=seed)
         dataset = dataset.skip(skip * self.local_batch_size)
         transform = TRAIN_TRANSFORMS[self.spec.augmentation]
@@ -124,8 +133,8 @@ class DataSource(HostInput):
 
     @property
     def num_eval(self) -> int:
-        """Examples in the whole evaluation split."""
-        return self._split_layout(self.spec.eval_split)[0]
+        """Examples evaluated: the whole evaluation split, or the held-out training tail."""
+        return self.num_validation or self._split_layout(self.spec.eval_split)[0]
 
     @property
     def num_eval_batches(self) -> int:
@@ -134,8 +143,12 @@ class DataSource(HostInput):
         return math.ceil(math.ceil(self.num_eval / self.process_count) / local_batch)
 
     def eval_batches(self) -> Iterator[Batch]:
-        """This host's evaluation batches, padded to full size with mask 0; equal count per host."""
-        dataset = self._maybe_cached("eval", self.spec.eval_split, None)
+        """This host's evaluation batches (of the held-out training tail where
+        config.validation_examples > 0), padded to full size with mask 0; equal count per host."""
+        if self.num_validation:
+            dataset = self._maybe_cached("eval", self.spec.train_split, None, self.num_trained)
+        else:
+            dataset = self._maybe_cached("eval", self.spec.eval_split, None)
         yield from _padded_batches(
             dataset,
             EVAL_TRANSFORMS[self.spec.augmentation],

@@ -252,7 +252,7 @@ def _start(
 ) -> tuple[TrainingRun, TrainState]:
     """Build the run and its state, restored from the workdir's newest readable checkpoint."""
     data = experiment.data_source(config)
-    config_checks.check_batch_fits(config, data.num_train, data.steps_per_epoch)
+    config_checks.check_batch_fits(config, data.num_trained, data.steps_per_epoch)
     total_steps = config.num_epochs * data.steps_per_epoch
     if config.num_train_steps > 0:
         total_steps = min(total_steps, config.num_train_steps)

@@ -4,6 +4,27 @@
 # with the overrides of the array `evaluation` (skipped where eval.json exists), logging to
 # "$out/logs"; it appends each run's directory to the array `runs`, and reports them all.
 # The caller sets out, seeds, settings and evaluation, and runs from the repository root.
+# require_whole_numbers, require_radii and require_epochs check a script's arguments first:
+# one line that names the bad value, exit status 2.
+
+require_whole_numbers() {  # NAME VALUE...
+  local name=$1 value; shift
+  for value in "$@"; do
+    [[ $value =~ ^[0-9]+$ ]] || { echo "error: $name '$value' is not a whole number" >&2; exit 2; }
+  done
+}
+
+require_radii() {  # NAME VALUE...
+  local name=$1 value; shift
+  for value in "$@"; do
+    [[ $value =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] \
+      || { echo "error: $name '$value' is not a number in [0, 1], e.g. 0.3" >&2; exit 2; }
+  done
+}
+
+require_epochs() {  # VALUE
+  [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "error: EPOCHS '$1' is not a whole number >= 1" >&2; exit 2; }
+}
 
 train_and_evaluate_settings() {
   local python=${PYTHON:-.venv/bin/python} start=$SECONDS seed entry name

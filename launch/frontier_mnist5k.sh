@@ -17,20 +17,17 @@ if [ $# -lt 1 ] || [ $# -gt 4 ]; then
   echo "usage: $0 OUT_DIR [SEEDS, e.g. \"0 1 2\"] [RADII, e.g. \"0.3 0.4\"] [EPOCHS, e.g. 15]" >&2
   exit 2
 fi
+# shellcheck source=launch/_train_and_evaluate.sh
+source "$(dirname "$0")/_train_and_evaluate.sh"
 out=$1
 read -r -a seeds <<< "${2:-0 1 2}"
 read -r -a radii <<< "${3:-0.1 0.2 0.3 0.4}"
 epochs=${4:-7}
 read -r -a trades_radii <<< "${TRADES_RADII-0.3}"
 read -r -a iaat_radii <<< "${IAAT_RADII-0.3}"
-for seed in "${seeds[@]}"; do
-  [[ $seed =~ ^[0-9]+$ ]] || { echo "error: seed '$seed' is not a whole number" >&2; exit 2; }
-done
-for radius in "${radii[@]}" "${trades_radii[@]}" "${iaat_radii[@]}"; do
-  [[ $radius =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] \
-    || { echo "error: radius '$radius' is not a number in [0, 1], e.g. 0.3" >&2; exit 2; }
-done
-[[ $epochs =~ ^[1-9][0-9]*$ ]] || { echo "error: EPOCHS '$epochs' is not a whole number >= 1" >&2; exit 2; }
+require_whole_numbers seed "${seeds[@]}"
+require_radii radius "${radii[@]}" "${trades_radii[@]}" "${iaat_radii[@]}"
+require_epochs "$epochs"
 cd "$(dirname "$0")/.."
 evaluation=(--config.sweep_epsilons="(0.0,0.1,0.2,0.3,0.4)" --config.sweep_attack_steps=20
             --config.eval_suite="${SUITE:-autoattack_cpu}" --config.eval_suite_epsilons="${SUITE_EPSILONS:-(0.3,)}")
@@ -46,6 +43,4 @@ done
 for radius in "${iaat_radii[@]}"; do
   settings+=("iaat_eps$radius$suffix:--config.method=iaat --config.epsilon=$radius ${length[*]} ${IAAT_ARGS:-}")
 done
-# shellcheck source=launch/_train_and_evaluate.sh
-source launch/_train_and_evaluate.sh
 train_and_evaluate_settings

@@ -29,6 +29,8 @@ from iaat_jax import config_checks, train
         ("epsilon_ramp_epochs", -1, "epsilon_ramp_epochs=-1 must be >= 0"),
         ("eval_suite", "autoatack", "unknown eval_suite 'autoatack'"),
         ("eval_suite_epsilons", (0.0,), "eval_suite_epsilons entry 0.0 must be in"),
+        ("validation_examples", 4000, "validation_examples=4000 must be in \\[0, 4000\\)"),
+        ("validation_examples", -1, "validation_examples=-1 must be in"),
     ],
 )
 def test_bad_config_is_one_clear_error(fast_config, field, value, message):

@@ -67,6 +67,28 @@ def test_eval_batches_cover_the_test_split_once_with_padding(fast_config):
     np.testing.assert_array_equal(np.sort(real_ids), np.arange(1000))
 
 
+def test_a_held_out_tail_is_never_trained_on_and_is_what_evaluation_reads(fast_config):
+    whole_config = fast_config.copy_and_resolve_references()
+    fast_config.validation_examples, fast_config.eval_batch_size = 500, 96
+    fast_config.batch_size = 100  # 3500 = 2 hosts * 35 batches * 50: every trained id once
+    trained, evaluated = [], []
+    for host in range(2):
+        source = input_pipeline.create_data_source(fast_config, process_index=host, process_count=2)
+        assert source.num_train == 4000 and source.num_eval == 500  # the table keeps every id
+        trained.append(epoch_arrays(source, 0)["id"])
+        for batch in source.eval_batches():
+            evaluated.append({name: batch[name][batch["mask"] == 1] for name in batch})
+    np.testing.assert_array_equal(np.sort(np.concatenate(trained)), np.arange(3500))
+    held_out = {name: np.concatenate([b[name] for b in evaluated]) for name in evaluated[0]}
+    np.testing.assert_array_equal(np.sort(held_out["id"]), np.arange(3500, 4000))
+    whole_source = input_pipeline.create_data_source(whole_config)
+    whole = epoch_arrays(whole_source, 0)
+    order = np.argsort(whole["id"])
+    np.testing.assert_array_equal(held_out["image"], whole["image"][order][held_out["id"]])
+    np.testing.assert_array_equal(held_out["label"], whole["label"][order][held_out["id"]])
+    assert source.evaluated_split == "train[3500:]" and whole_source.evaluated_split == "test"
+
+
 def test_a_dataset_that_is_not_prepared_says_how_to_prepare_it(tmp_path):
     spec = DatasetSpec("mnist", "train", "test", (28, 28, 1), 10, 60_000, 10_000)
     with pytest.raises(ConfigError, match="python -m iaat_jax.prepare mnist --data_dir=DIR"):

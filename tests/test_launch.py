@@ -190,6 +190,52 @@ def test_the_frontier_trains_clean_pgd_at_each_radius_trades_and_iaat_for_the_bu
     assert not any("gamma" in line for line in trained[:4])
 
 
+def test_the_search_holds_out_training_digits_in_every_run_and_grids_radius_by_gamma(tmp_path):
+    stand_in, calls = recording_python(tmp_path)
+    (tmp_path / "out" / "report").mkdir(parents=True)  # what the report would write
+    ranked = "## Ranked by ...\n\n| 1.8 | pgd | p |\n| 1.7 | iaat | i |\n| 1.6 | iaat | j |\n"
+    (tmp_path / "out" / "report" / "report.md").write_text(f"# r\n\n{ranked}\n## Next\n")
+    result = subprocess.run(
+        ["bash", "launch/iaat_search_mnist5k.sh", str(tmp_path / "out"), "0.3 0.5", "0.1 0.2", "9"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(stand_in), "VALIDATION": "500", "PGD_RADII": "0.4"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    trained = [line for line in lines if "main --config" in line]
+    evaluated = [line for line in lines if "--mode=evaluate" in line]
+    grid = [f"iaat_eps{r}_gamma{g}_seed0" for r in ("0.3", "0.5") for g in ("0.1", "0.2")]
+    assert [run_name(line) for line in trained] == ["pgd_eps0.4_seed0", *grid]
+    for line in trained + evaluated:  # evaluation reads the held-out digits, never the test ones
+        assert "--config.validation_examples=500" in line and "--config.num_epochs=9" in line
+    assert "--config.gamma=0.2" in trained[2] and "--config.epsilon=0.5" in trained[3]
+    assert len(evaluated) == 5 and all(line.endswith("--config.eval_suite=") for line in evaluated)
+    assert lines[-1].startswith("-m iaat_jax.report") and lines[-1].count("_seed0") == 5
+    assert ranked in result.stdout and result.stdout.endswith(
+        "chosen (the best IAAT row):\n| 1.7 | iaat | i |\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["0.3", "0.1 big"], "gamma 'big' is not a number in [0, 1]"),
+        (["0.3", "0.1", "0"], "EPOCHS '0' is not a whole number >= 1"),
+    ],
+)
+def test_the_search_script_refuses_bad_arguments(tmp_path, arguments, message):
+    result = subprocess.run(
+        ["bash", "launch/iaat_search_mnist5k.sh", str(tmp_path), *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

@@ -86,6 +86,28 @@ def test_the_seed_table_gives_mean_spread_and_names_runs_that_did_not_train():
     assert cells[3] == f"{clean.mean():.3f} ± {clean.std(ddof=1):.3f} (0.110-0.930)"
 
 
+def test_the_search_ranking_orders_settings_by_mean_clean_plus_robust_over_seeds():
+    from test_runs import run_of
+
+    def iaat(name, seed, gamma, clean, robust):
+        run = run_of(name, seed, 0.3, clean, robust)
+        run.config.update(method="iaat", gamma=gamma)
+        return run
+
+    runs = [
+        run_of("p0", 0, 0.3, 0.95, 0.80),  # 1.75
+        iaat("a0", 0, 0.075, 0.97, 0.60),
+        iaat("a1", 1, 0.075, 0.97, 0.90),  # mean 1.72
+        iaat("b0", 0, 0.15, 0.99, 0.74),  # 1.73: the best IAAT setting by a single seed's luck
+        run_of("q0", 0, 0.4, 0.95, 0.80),
+    ]
+    runs[-1].sweep["worst_case"] = []  # no robust accuracy at 0.3: left out
+    rows = report.ranking_table(runs, 0.3)
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
+    assert [c[:2] for c in cells] == [["1.750", "pgd"], ["1.730", "iaat"], ["1.720", "iaat"]]
+    assert cells[1][2] == "iaat eps 0.3, gamma=0.15 (b0)" and "(a0, a1)" in cells[2][2]
+
+
 def test_iaat_variants_are_named_by_what_differs_and_their_tables_compared_seed_by_seed():
     from scipy import stats
     from test_runs import run_of

@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = placeholder(str)  # TFDS data_dir; None: TFDS_DATA_DIR, ~/tensorflow_datasets
     config.cache = True  # keep decoded training images in memory (small datasets only)
     config.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
+    config.validation_examples = 0  # hold out the training split's last N to evaluate on (tuning)
     config.fake_data = False  # random batches with the dataset's shapes and ids (smoke runs, no TF)
     # Model.
     config.model = "small_cnn"  # a key of iaat_jax.models.MODELS

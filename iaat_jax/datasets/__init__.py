@@ -55,13 +55,30 @@ class HostInput:
         raise NotImplementedError
 
     @property
+    def num_validation(self) -> int:
+        """Examples at the end of the training split held out for evaluation (0: none)."""
+        return self.config.get("validation_examples", 0)
+
+    @property
+    def num_trained(self) -> int:
+        """Examples trained on each epoch: the training split less its held-out tail."""
+        return self.num_train - self.num_validation
+
+    @property
+    def evaluated_split(self) -> str:
+        """What evaluation reads, in TFDS split syntax: the test split or the held-out tail."""
+        if self.num_validation:
+            return f"{self.spec.train_split}[{self.num_trained}:]"
+        return self.spec.eval_split
+
+    @property
     def local_batch_size(self) -> int:
         return self.config.batch_size // self.process_count
 
     @property
     def steps_per_epoch(self) -> int:
         """Full batches per epoch, the same on every host (the smallest host slice decides)."""
-        return (self.num_train // self.process_count) // self.local_batch_size
+        return (self.num_trained // self.process_count) // self.local_batch_size
 
 
 def host_range(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
