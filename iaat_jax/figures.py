@@ -56,6 +56,8 @@ def plot_pareto(
         "pgd": ("o", 7, "tab:blue"),
         "trades": ("D", 8, "tab:green"),
     }
+    further_colors = iter(("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive"))
+    drawn_methods = set()
     for group in group_by_setting(runs):
         point = _group_point(group, test_epsilon, suite)
         missing = [r.name for r in group if r.robust_accuracy(test_epsilon, suite) is None]
@@ -68,6 +70,9 @@ def plot_pareto(
             continue
         method, seeds = group[0].method, len(group)
         marker, size, color = style.get(method, ("o", 8, "k"))
+        if method != "pgd" and method in drawn_methods:  # a further setting: its own colour
+            color = next(further_colors, "k")
+        drawn_methods.add(method)
         name = group[0].name if seeds == 1 else f"{group[0].name} ({seeds} seeds)"
         for run in group if seeds > 1 else ():
             clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon, suite)

@@ -5,6 +5,7 @@ import shutil
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 
 from iaat_jax import figures, report
 
@@ -203,3 +204,16 @@ def test_the_pareto_legend_names_settings_and_draws_a_frontier_only_where_there_
     two_radii = one_radius + [run_of("q0", 0, 0.2, 0.97, 0.2)]
     figures.plot_pareto(two_radii + iaat_runs, 0.3, tmp_path, lambda w: None)
     assert "fixed-eps frontier (non-dominated runs)" in legends[-1]
+    gamma = [iaat(s) for s in range(2)]
+    for run in gamma:
+        run.config["gamma"] = 0.15
+    colors = []
+    monkeypatch.setattr(
+        figures.plt,
+        "close",
+        lambda f: colors.append(
+            [to_hex(h.get_color()) for h in f.axes[0].get_legend().legend_handles]
+        ),
+    )
+    figures.plot_pareto(one_radius + iaat_runs + gamma, 0.3, tmp_path, lambda w: None)
+    assert len(colors[-1]) == 3 and len(set(colors[-1][1:])) == 2  # two IAAT settings, two colours
