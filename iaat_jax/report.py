@@ -137,8 +137,10 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, s
         cells.append(clean if trained(run) else f"{clean} (did not train)")
         cells += [_fmt(run.robust_accuracy(e, suite)) for e in test_epsilons]
         lines.append("| " + " | ".join(cells) + " |")
+    splits = sorted({run.sweep.get("split", "the test split") for run in runs if run.sweep})
     lines += [
         "",
+        f"Evaluated on: {', '.join(splits) or '-'} (eval.json's split).",
         f"Robust accuracy: {measure_name(suite)} (its settings are there); '-' where a",
         "run's eval.json lacks it. A run whose clean accuracy stayed under twice chance (for",
         "its dataset's class count) is marked as not trained and still counted below.",

@@ -35,6 +35,7 @@ def test_report_writes_every_figure_and_the_measured_numbers(trained_runs, tmp_p
         for row in results["worst_case"]:
             assert f"{row['robust_accuracy']:.3f}" in text
     assert "robust @ 0.15" in text and "Beyond the frontier?" in text
+    assert f"Evaluated on: {iaat_results['split']} (eval.json's split)." in text
 
     # the verdict is the IAAT run's frontier gap, computed from the runs' own numbers at eps 0.3
     def at_03(results):
