@@ -5,9 +5,10 @@
 # plus an attack suite at the radii of SUITE_EPSILONS, and the report (mean and spread over
 # seeds, the Pareto figure).
 # Usage: launch/frontier_mnist5k.sh OUT_DIR [SEEDS] [RADII] [EPOCHS]
-#   SEEDS "0 1 2", RADII "0.1 0.2 0.3 0.4" (PGD-AT's), EPOCHS 7 (the default config's) by default
+#   default SEEDS "0 1 2", RADII "0.1 0.2 0.3 0.4" (PGD-AT's; "" for none), EPOCHS 7 (the default config's)
 #   TRADES_RADII ("0.3"; "" for none) and IAAT_RADII ("0.3": IAAT's warm-up radius; "" for none);
-#   IAAT_ARGS: further overrides of every IAAT run, e.g. "--config.gamma=0.05"
+#   IAAT_ARGS: further overrides of every IAAT run, e.g. "--config.gamma=0.05"; CLEAN=0: no
+#   clean-training run (e.g. a further IAAT setting beside a finished frontier)
 #   SUITE (autoattack_cpu; or autoattack, apgd: iaat_jax/autoattack.py) and SUITE_EPSILONS
 #   ("(0.3,)") set the suite; each suite radius costs 2-7 minutes per run on 2 CPU cores, and a
 #   7-epoch training run 1-3 minutes
@@ -21,7 +22,7 @@ fi
 source "$(dirname "$0")/_train_and_evaluate.sh"
 out=$1
 read -r -a seeds <<< "${2:-0 1 2}"
-read -r -a radii <<< "${3:-0.1 0.2 0.3 0.4}"
+read -r -a radii <<< "${3-0.1 0.2 0.3 0.4}"
 epochs=${4:-7}
 read -r -a trades_radii <<< "${TRADES_RADII-0.3}"
 read -r -a iaat_radii <<< "${IAAT_RADII-0.3}"
@@ -33,7 +34,8 @@ evaluation=(--config.sweep_epsilons="(0.0,0.1,0.2,0.3,0.4)" --config.sweep_attac
             --config.eval_suite="${SUITE:-autoattack_cpu}" --config.eval_suite_epsilons="${SUITE_EPSILONS:-(0.3,)}")
 length=(); suffix=""
 if [ "$epochs" != 7 ]; then length=(--config.num_epochs="$epochs"); suffix=_ep$epochs; fi
-settings=("clean$suffix:--config.method=clean ${length[*]}")
+settings=()
+if [ "${CLEAN:-1}" != 0 ]; then settings+=("clean$suffix:--config.method=clean ${length[*]}"); fi
 for radius in "${radii[@]}"; do
   settings+=("pgd_eps$radius$suffix:--config.method=pgd --config.epsilon=$radius ${length[*]}")
 done

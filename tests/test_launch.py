@@ -188,6 +188,20 @@ def test_the_frontier_trains_clean_pgd_at_each_radius_trades_and_iaat_for_the_bu
     assert all("--config.num_epochs=15" in line and "--config.seed=4" in line for line in trained)
     assert "--config.epsilon=0.45" in trained[2] and "--config.gamma=0.05" in trained[4]
     assert not any("gamma" in line for line in trained[:4])
+    result = subprocess.run(
+        ["bash", "launch/frontier_mnist5k.sh", str(tmp_path / "iaat"), "4", "", "7"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(stand_in), "CLEAN": "0", "TRADES_RADII": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    trained = [
+        line
+        for line in calls.read_text().splitlines()
+        if "iaat/" in line and "main --config" in line
+    ]
+    assert [run_name(line) for line in trained] == ["iaat_eps0.3_seed4"]
 
 
 def test_the_search_holds_out_training_digits_in_every_run_and_grids_radius_by_gamma(tmp_path):
