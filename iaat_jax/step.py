@@ -74,30 +74,38 @@ def _device_train_step(
             logits, stats = batchnorm.forward(state.params, x, stats)
             return jnp.argmax(logits, axis=-1) == labels, stats
 
-        def attacked(radius, stream, stats, num_steps=steps):  # PGD at radius [B]
-            def loss_fn(x, y, stats):
+        def attacked(
+            radius,
+            stream,
+            stats,
+            num_steps=steps,
+            loss=attacks.cross_entropy,
+            targets=labels,
+            start=None,
+        ):
+            """PGD at radius [B] on loss(logits, targets); start(images, keys) replaces the
+            uniform random start. Returns (adversarial images, statistics after the passes)."""
+
+            def loss_fn(x, targets, stats):
                 logits, stats = batchnorm.forward(state.params, x, stats)
-                return attacks.cross_entropy(logits, y), stats
+                return loss(logits, targets), stats
 
             size = attacks.pgd_step_size(radius, num_steps, step_min)
             keys = attacks.example_keys(key, stream, ids)
+            first = None if start is None else start(images, keys)
             return attacks.pgd_attack_carrying(
-                loss_fn, images, labels, radius, size, num_steps, keys, stats, unroll
+                loss_fn, images, targets, radius, size, num_steps, keys, stats, unroll, first
             )
 
         def trades_attacked(radius, stats):  # PGD on KL(clean || adversarial), Gaussian start
             clean_logits, stats = batchnorm.forward(state.params, images, stats)
-
-            def loss_fn(x, clean_logits, stats):
-                logits, stats = batchnorm.forward(state.params, x, stats)
-                return trades.kl_divergence(clean_logits, logits), stats
-
-            size = attacks.pgd_step_size(radius, steps, step_min)
-            keys = attacks.example_keys(key, _TRAIN_ATTACK, ids)
-            start = trades.gaussian_start(images, keys)
-            target = jax.lax.stop_gradient(clean_logits)
-            return attacks.pgd_attack_carrying(
-                loss_fn, images, target, radius, size, steps, keys, stats, unroll, start
+            return attacked(
+                radius,
+                _TRAIN_ATTACK,
+                stats,
+                loss=lambda logits, clean: trades.kl_divergence(clean, logits),
+                targets=jax.lax.stop_gradient(clean_logits),
+                start=trades.gaussian_start,
             )
 
         # the authors' order of passes (it sets the weights of the running-statistics updates):

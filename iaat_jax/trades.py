@@ -8,6 +8,8 @@ Pure functions; the train step (iaat_jax.step) runs the attack and the loss.
 import jax
 import jax.numpy as jnp
 
+from iaat_jax import attacks
+
 START_NOISE = 0.001  # standard deviation of the authors' Gaussian start around the clean image
 
 
@@ -36,6 +38,5 @@ def trades_loss(
 ) -> jnp.ndarray:
     """[B]: CE(clean_logits, y) + beta * KL(softmax(clean_logits) || softmax(adversarial_logits)).
     Its mean over the batch is the authors' loss; gradients flow through both predictions."""
-    log_p = jax.nn.log_softmax(clean_logits.astype(jnp.float32), axis=-1)
-    cross_entropy = -jnp.take_along_axis(log_p, labels[:, None], axis=1)[:, 0]
-    return cross_entropy + beta * kl_divergence(clean_logits, adversarial_logits)
+    clean_loss = attacks.cross_entropy(clean_logits, labels)
+    return clean_loss + beta * kl_divergence(clean_logits, adversarial_logits)
