@@ -58,7 +58,7 @@ def _setting_label(group: list[Run], groups: list[list[Run]]) -> str:
     label = first.method
     label += "" if first.method == "clean" else f" eps {first.train_epsilon:.4g}"
     same = next(g[0] for g in groups if g[0].method == first.method)  # first of its method
-    variant = differing_settings(first, same) if same is not first else ""
+    variant = differing_settings(first, same, ignore=("epsilon",)) if same is not first else ""
     label += f", {variant}" if variant else ""
     return f"{label} ({', '.join(r.name for r in group)})"
 

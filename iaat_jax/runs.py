@@ -73,12 +73,14 @@ def setting_of(run: Run) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def differing_settings(run: Run, reference: Run) -> str:
-    """The fields of `run`'s setting that differ from `reference`'s ('' if none), e.g.
-    'probe_steps=2': what tells two settings of one method and radius apart."""
+def differing_settings(run: Run, reference: Run, ignore: tuple[str, ...] = ()) -> str:
+    """The fields of `run`'s setting, except `ignore`, that differ from `reference`'s ('' if
+    none), e.g. 'probe_steps=2': what tells two settings of one method and radius apart."""
     ours, theirs = json.loads(setting_of(run)), json.loads(setting_of(reference))
     changed = sorted(
-        name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name)
+        name
+        for name in ours.keys() | theirs.keys()
+        if ours.get(name) != theirs.get(name) and name not in ignore
     )
     return ", ".join(f"{name}={ours.get(name)}" for name in changed)
 

@@ -103,11 +103,16 @@ def test_the_search_ranking_orders_settings_by_mean_clean_plus_robust_over_seeds
         iaat("b0", 0, 0.15, 0.99, 0.74),  # 1.73: the best IAAT setting by a single seed's luck
         run_of("q0", 0, 0.4, 0.95, 0.80),
     ]
+    runs.insert(4, iaat("c0", 0, 0.075, 0.90, 0.70))
+    runs[4].config["epsilon"] = 0.4  # named by its eps once, not also as 'epsilon=0.4'
     runs[-1].sweep["worst_case"] = []  # no robust accuracy at 0.3: left out
     rows = report.ranking_table(runs, 0.3)
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
-    assert [c[:2] for c in cells] == [["1.750", "pgd"], ["1.730", "iaat"], ["1.720", "iaat"]]
+    assert [c[:2] for c in cells] == [
+        ["1.750", "pgd"], ["1.730", "iaat"], ["1.720", "iaat"], ["1.600", "iaat"]
+    ]  # fmt: skip
     assert cells[1][2] == "iaat eps 0.3, gamma=0.15 (b0)" and "(a0, a1)" in cells[2][2]
+    assert cells[3][2] == "iaat eps 0.4 (c0)"
 
 
 def test_iaat_variants_are_named_by_what_differs_and_their_tables_compared_seed_by_seed():
