@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-from iaat_jax.runs import Run, group_by_setting, measure_name  # noqa: E402
+from iaat_jax.runs import Run, differing_settings, group_by_setting, measure_name  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -56,6 +56,7 @@ def plot_pareto(
         "pgd": ("o", 7, "tab:blue"),
         "trades": ("D", 8, "tab:green"),
     }
+    first_of_method: dict[str, Run] = {}
     further_colors = iter(("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive"))
     drawn_methods = set()
     for group in group_by_setting(runs):
@@ -86,7 +87,7 @@ def plot_pareto(
             fmt=marker,
             markersize=size,
             color=color,
-            label=None if method == "pgd" else _setting_label(group[0], seeds),
+            label=None if method == "pgd" else _setting_label(group[0], seeds, first_of_method),
         )
         if method == "pgd":
             pgd.append(point)
@@ -137,19 +138,24 @@ def plot_pareto(
     return verdicts
 
 
-def _setting_label(run: Run, seeds: int) -> str:
+def _setting_label(run: Run, seeds: int, first_of_method: dict[str, Run]) -> str:
+    """'IAAT eps 0.4', then what differs from the first setting of its method drawn (e.g.
+    'gamma=0.15'), then the seed count."""
     what = (
         "clean training"
         if run.method == "clean"
         else f"{run.method.upper()} eps {run.train_epsilon:.3g}"
     )
+    first = first_of_method.setdefault(run.method, run)
+    variant = differing_settings(run, first, ignore=("epsilon",)) if first is not run else ""
+    what += f", {variant}" if variant else ""
     return what if seeds == 1 else f"{what} ({seeds} seeds)"
 
 
 def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
     """robustness_curve.png: eval.json's worst case over the test radii, one line per setting
     (its seeds' mean, a band of one standard deviation), a colour per setting."""
-    groups = []
+    groups, first_of_method = [], {}
     for group in group_by_setting(runs):
         for run in group:
             if not run.sweep:
@@ -168,7 +174,8 @@ def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
         radii = sorted(set.intersection(*(set(c) for c in curves)))
         values = np.array([[c[e] for e in radii] for c in curves])
         mean = values.mean(axis=0)
-        axis.plot(radii, mean, "o-", color=colour, label=_setting_label(group[0], len(group)))
+        label = _setting_label(group[0], len(group), first_of_method)
+        axis.plot(radii, mean, "o-", color=colour, label=label)
         if len(group) > 1:
             spread = values.std(axis=0, ddof=1)
             axis.fill_between(radii, mean - spread, mean + spread, color=colour, alpha=0.2)

@@ -223,3 +223,6 @@ def test_the_pareto_legend_names_settings_and_draws_a_frontier_only_where_there_
     )
     figures.plot_pareto(one_radius + iaat_runs + gamma, 0.3, tmp_path, lambda w: None)
     assert len(colors[-1]) == 3 and len(set(colors[-1][1:])) == 2  # two IAAT settings, two colours
+    monkeypatch.setattr(figures.plt, "close", keep_legend)
+    figures.plot_pareto(one_radius + iaat_runs + gamma, 0.3, tmp_path, lambda w: None)
+    assert legends[-1][1:] == ["IAAT eps 0.3 (3 seeds)", "IAAT eps 0.3, gamma=0.15 (2 seeds)"]
