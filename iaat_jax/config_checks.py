@@ -141,7 +141,7 @@ def check_batch_fits(config: ml_collections.ConfigDict, num_train: int, steps_pe
     if steps_per_epoch == 0:
         raise ConfigError(
             f"config.batch_size={config.batch_size} exceeds the {num_train} training examples: "
-            "use a smaller batch"
+            "use a smaller batch (or hold out fewer with config.validation_examples)"
         )
 
 

@@ -75,10 +75,11 @@ class EpsilonTable:
         """Write radii [B] for the examples `ids` [B]."""
         self.values[self._checked(ids)] = radii
 
-    def summary(self, percentiles=(10, 50, 90)) -> dict[str, float]:
-        """Mean, max and percentiles of all radii, for logging."""
-        stats = {"epsilon_mean": float(self.values.mean()), "epsilon_max": float(self.values.max())}
-        for q, value in zip(percentiles, np.percentile(self.values, percentiles), strict=True):
+    def summary(self, percentiles=(10, 50, 90), num_ids: int | None = None) -> dict[str, float]:
+        """Mean, max and percentiles of the radii of ids below num_ids (None: all), to log."""
+        values = self.values[:num_ids]
+        stats = {"epsilon_mean": float(values.mean()), "epsilon_max": float(values.max())}
+        for q, value in zip(percentiles, np.percentile(values, percentiles), strict=True):
             stats[f"epsilon_p{q}"] = float(value)
         return stats
 

@@ -1,5 +1,7 @@
 """The report's figures (paper Figs 2-5), drawn from loaded runs; see iaat_jax.report."""
 
+import itertools
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -57,7 +59,9 @@ def plot_pareto(
         "trades": ("D", 8, "tab:green"),
     }
     first_of_method: dict[str, Run] = {}
-    further_colors = iter(("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive"))
+    further_colors = itertools.cycle(
+        ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "k")
+    )
     drawn_methods = set()
     for group in group_by_setting(runs):
         point = _group_point(group, test_epsilon, suite)
@@ -72,7 +76,7 @@ def plot_pareto(
         method, seeds = group[0].method, len(group)
         marker, size, color = style.get(method, ("o", 8, "k"))
         if method != "pgd" and method in drawn_methods:  # a further setting: its own colour
-            color = next(further_colors, "k")
+            color = next(further_colors)
         drawn_methods.add(method)
         name = group[0].name if seeds == 1 else f"{group[0].name} ({seeds} seeds)"
         for run in group if seeds > 1 else ():

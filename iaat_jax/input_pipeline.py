@@ -231,6 +231,7 @@ def corrupted_eval_batches(
     uncached = config.copy_and_resolve_references()
     with uncached.unlocked():
         uncached.cache = False  # 95 test sets: read each once instead of holding them all
+        uncached.validation_examples = 0  # each corrupted test set whole
     builder = get_builder(spec, config.data_dir)
     source = DataSource(uncached, spec, process_index, process_count, builder=builder)
     return source.num_eval, source.eval_batches()

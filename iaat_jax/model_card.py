@@ -40,6 +40,9 @@ def model_card(
 ) -> str:
     """The card's markdown."""
     spec = DATASETS[config.dataset]
+    held_out = config.get("validation_examples", 0)  # the training split's tail, not trained
+    table = table[: len(table) - held_out]
+    evaluated = results.get("split", spec.eval_split)
     entry = results.get("robustbench")
     suite_rows = results.get("autoattack", [])
     lines = [
@@ -50,7 +53,8 @@ def model_card(
         if entry
         else f"- Architecture: `{config.model}`",
         f"- Data: `{spec.tfds_name}` (TFDS), trained on the `{spec.train_split}` split "
-        f"({len(table):,} examples), tested on `{spec.eval_split}` "
+        f"({len(table):,} examples{f', the last {held_out:,} held out' if held_out else ''}), "
+        f"tested on `{evaluated}` "
         f"({results['num_examples']:,} examples); images {list(spec.image_shape)} in [0, 1]",
         f"- Checkpoint: step {results['checkpoint_step']}",
         "",
@@ -96,8 +100,8 @@ def model_card(
         "",
         "## Known limits",
         f"- Robustness is empirical: attacks at the radii above on {results['num_examples']:,} "
-        "test examples, not a certificate; other threat models (L2, corruptions, patches) are "
-        "not measured unless listed here.",
+        f"examples of `{evaluated}`, not a certificate; other threat models (L2, corruptions, "
+        "patches) are not measured unless listed here.",
         "- A suite other than `autoattack` (the standard version) is weaker than what RobustBench "
         "reports; compare numbers only under the same suite.",
     ]

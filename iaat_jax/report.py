@@ -137,7 +137,7 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, s
         cells.append(clean if trained(run) else f"{clean} (did not train)")
         cells += [_fmt(run.robust_accuracy(e, suite)) for e in test_epsilons]
         lines.append("| " + " | ".join(cells) + " |")
-    splits = sorted({run.sweep.get("split", "the test split") for run in runs if run.sweep})
+    splits = sorted({run.sweep.get("split", "test") for run in runs if run.sweep})
     lines += [
         "",
         f"Evaluated on: {', '.join(splits) or '-'} (eval.json's split).",
@@ -198,6 +198,12 @@ def make_report(
     for run in runs:
         if run.sweep is None:
             warn(f"{run.name} has no eval.json: run python -m iaat_jax.main --mode=evaluate")
+    splits = {r.sweep.get("split", "test") for r in runs if r.sweep}  # older eval.json: test
+    if len(splits) > 1:
+        warn(
+            f"the runs were evaluated on different splits ({', '.join(sorted(splits))}): "
+            "their numbers are not comparable; report each split's runs apart"
+        )
     verdicts = figures.plot_pareto(runs, test_epsilon, out, warn, suite)
     figures.plot_robustness_curve(runs, out, warn)
     figures.plot_epsilon_over_epochs(runs, out, warn)

@@ -165,9 +165,12 @@ def load_run(directory: str) -> Run:
             raise ReportError(
                 f"{error}: rerun the training command, which rewrites it from its checkpoint"
             ) from error
+    config = _json(config_file)
+    if table is not None and config.get("validation_examples"):  # the trained ids only
+        table = table[: len(table) - config["validation_examples"]]
     return Run(
         path=path,
-        config=_json(config_file),
+        config=config,
         epoch_evals=[r for r in records if "robust_accuracy" in r],
         sweep=_json(sweep_file) if files.exists(sweep_file) else None,
         table=table,

@@ -28,16 +28,21 @@ from iaat_jax.table_feed import TableFeed
 from iaat_jax.workdir import WorkdirLock
 
 
-def merged_table(table: EpsilonTable, num_train: int) -> np.ndarray:
+def merge_host_tables(tables: np.ndarray, num_trained: int) -> np.ndarray:
+    """[hosts, N] -> [N]: each trained id from the host that trains it (its slice of the first
+    num_trained ids); the held-out tail, which no host trains, from host 0."""
+    merged = tables[0].copy()
+    for host in range(len(tables)):
+        start, end = host_range(num_trained, host, len(tables))
+        merged[start:end] = tables[host, start:end]
+    return merged
+
+
+def merged_table(table: EpsilonTable, num_trained: int) -> np.ndarray:
     """The whole table on every host: each host owns (and updated) its own slice of ids."""
     if jax.process_count() == 1:
         return table.values
-    tables = multihost_utils.process_allgather(table.values)  # [hosts, N]
-    merged = np.empty_like(table.values)
-    for host in range(jax.process_count()):
-        start, end = host_range(num_train, host, jax.process_count())
-        merged[start:end] = tables[host, start:end]
-    return merged
+    return merge_host_tables(multihost_utils.process_allgather(table.values), num_trained)
 
 
 @jax.jit
@@ -150,11 +155,11 @@ class TrainingRun:
             self.eval_key,
             unroll=experiment.unroll_attacks(config),
         )
-        table = EpsilonTable(num_train, merged_table(self.table, num_train))
+        table = EpsilonTable(num_train, merged_table(self.table, self.data.num_trained))
         record = {
             "clean_accuracy": measured["clean_accuracy"],
             "robust_accuracy": measured["attacks"][0]["robust_accuracy"],
-            **table.summary(),
+            **table.summary(num_ids=self.data.num_trained),  # the held-out tail never moves
             "epoch": epoch,
             "eval_seconds": time.perf_counter() - started,
         }
@@ -181,7 +186,7 @@ class TrainingRun:
         if not _all_finite(state.params):
             raise self.diverged(f"a parameter is not finite at step {step}")
         if table is None:
-            table = EpsilonTable(num_train, merged_table(self.table, num_train))
+            table = EpsilonTable(num_train, merged_table(self.table, self.data.num_trained))
         meta = {
             "epoch": epoch,
             "step": step,

@@ -11,7 +11,7 @@
 #   RADII "0.3 0.4 0.5", GAMMAS "0.075 0.15", EPOCHS 7 by default; PGD_RADII ("0.3 0.4"),
 #   SEEDS ("0"), VALIDATION (1000) and IAAT_ARGS (further overrides of every IAAT run)
 #   The defaults train 8 runs of 1-3 minutes each on 2 CPU cores and evaluate each in under a
-#   minute: about 20 minutes in all. Rerunning resumes: finished runs are skipped.
+#   minute: about 25 minutes in all. Rerunning resumes: finished runs are skipped.
 set -euo pipefail
 if [ $# -lt 1 ] || [ $# -gt 4 ]; then
   echo "usage: $0 OUT_DIR [RADII, e.g. \"0.3 0.4\"] [GAMMAS, e.g. \"0.075 0.15\"] [EPOCHS, e.g. 7]" >&2
@@ -27,7 +27,8 @@ read -r -a pgd_radii <<< "${PGD_RADII-0.3 0.4}"
 read -r -a seeds <<< "${SEEDS:-0}"
 validation=${VALIDATION:-1000}
 require_whole_numbers seed "${seeds[@]}"
-require_whole_numbers VALIDATION "$validation"
+[[ $validation =~ ^[1-9][0-9]*$ ]] \
+  || { echo "error: VALIDATION '$validation' is not a whole number >= 1 (0 would read the test digits)" >&2; exit 2; }
 require_radii radius "${radii[@]}" "${pgd_radii[@]}"
 require_radii gamma "${gammas[@]}"
 require_epochs "$epochs"

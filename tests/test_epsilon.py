@@ -106,3 +106,5 @@ def test_summary_reports_mean_and_percentiles():
     assert stats["epsilon_p10"] == pytest.approx(0.1)
     assert stats["epsilon_p90"] == pytest.approx(0.9)
     assert stats["epsilon_max"] == pytest.approx(1.0)
+    trained = table.summary(num_ids=51)  # a held-out tail (ids 51-100) is left out
+    assert trained["epsilon_mean"] == pytest.approx(0.25) and trained["epsilon_max"] == 0.5

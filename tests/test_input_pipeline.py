@@ -75,6 +75,7 @@ def test_a_held_out_tail_is_never_trained_on_and_is_what_evaluation_reads(fast_c
     for host in range(2):
         source = input_pipeline.create_data_source(fast_config, process_index=host, process_count=2)
         assert source.num_train == 4000 and source.num_eval == 500  # the table keeps every id
+        assert source.steps_per_epoch == 35  # 1,750 of this host's trained ids at 50 per batch
         trained.append(epoch_arrays(source, 0)["id"])
         for batch in source.eval_batches():
             evaluated.append({name: batch[name][batch["mask"] == 1] for name in batch})

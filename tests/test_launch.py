@@ -233,18 +233,20 @@ def test_the_search_holds_out_training_digits_in_every_run_and_grids_radius_by_g
 
 
 @pytest.mark.parametrize(
-    "arguments, message",
+    "arguments, validation, message",
     [
-        (["0.3", "0.1 big"], "gamma 'big' is not a number in [0, 1]"),
-        (["0.3", "0.1", "0"], "EPOCHS '0' is not a whole number >= 1"),
+        (["0.3", "0.1 big"], "1000", "gamma 'big' is not a number in [0, 1]"),
+        (["0.3", "0.1", "0"], "1000", "EPOCHS '0' is not a whole number >= 1"),
+        ([], "0", "VALIDATION '0' is not a whole number >= 1 (0 would read the test digits)"),
     ],
 )
-def test_the_search_script_refuses_bad_arguments(tmp_path, arguments, message):
+def test_the_search_script_refuses_bad_arguments(tmp_path, arguments, validation, message):
     result = subprocess.run(
         ["bash", "launch/iaat_search_mnist5k.sh", str(tmp_path), *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
+        env={**os.environ, "VALIDATION": validation},
     )
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "logs").exists()

@@ -24,3 +24,18 @@ def test_evaluation_writes_a_model_card_of_the_run(trained_runs):
     ):
         assert expected in card, expected
     assert "IAAT: gamma 0.075, beta 0.3" in card
+
+
+def test_a_card_of_a_held_out_run_names_what_it_trained_on_and_what_it_was_evaluated_on():
+    from iaat_jax import model_card
+    from iaat_jax.configs import default
+
+    config = default.get_config()
+    config.validation_examples = 1000
+    results = {"num_examples": 1000, "clean_accuracy": 0.9, "checkpoint_step": 350}
+    results["split"] = "train[3000:]"
+    table = np.concatenate([np.full(3000, 0.2, np.float32), np.zeros(1000, np.float32)])
+    card = model_card.model_card(config, results, table, seconds=60.0)
+    assert "(3,000 examples, the last 1,000 held out), tested on `train[3000:]`" in card
+    assert "Mean 0.2000, max 0.2000, p10 / p50 / p90 0.2000" in card  # the held-out 0s left out
+    assert "1,000 examples of `train[3000:]`" in card

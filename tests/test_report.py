@@ -226,3 +226,16 @@ def test_the_pareto_legend_names_settings_and_draws_a_frontier_only_where_there_
     monkeypatch.setattr(figures.plt, "close", keep_legend)
     figures.plot_pareto(one_radius + iaat_runs + gamma, 0.3, tmp_path, lambda w: None)
     assert legends[-1][1:] == ["IAAT eps 0.3 (3 seeds)", "IAAT eps 0.3, gamma=0.15 (2 seeds)"]
+
+
+def test_runs_evaluated_on_different_splits_are_warned_about(tmp_path):
+    from test_runs import write_run
+
+    sweep = {"clean_accuracy": 0.9, "worst_case": [{"epsilon": 0.3, "robust_accuracy": 0.7}]}
+    write_run(tmp_path / "test_run", [{"step": 1}], sweep)
+    write_run(tmp_path / "held_out_run", [{"step": 1}], {**sweep, "split": "train[3000:]"})
+    runs = [str(tmp_path / "test_run"), str(tmp_path / "held_out_run")]
+    warnings = report.make_report(runs, str(tmp_path / "out"), 0.3)
+    assert any("different splits (test, train[3000:])" in w for w in warnings)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "Evaluated on: test, train[3000:] (eval.json's split)." in text

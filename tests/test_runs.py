@@ -37,6 +37,14 @@ def test_a_run_reads_its_evaluations_sweep_and_table(tmp_path):
     np.testing.assert_array_equal(run.table, np.arange(4))
 
 
+def test_a_held_out_runs_table_is_its_trained_ids_only(tmp_path):
+    write_run(tmp_path / "run", [{"step": 1}], table=np.arange(10, dtype=np.float32))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["validation_examples"] = 3  # ids 7-9 never trained: kept out of every figure
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    np.testing.assert_array_equal(load_run(str(tmp_path / "run")).table, np.arange(7))
+
+
 def test_without_a_sweep_the_last_epoch_gives_clean_accuracy_only(tmp_path):
     write_run(tmp_path / "run", [{"step": 40, "clean_accuracy": 0.8, "robust_accuracy": 0.5}])
     run = load_run(str(tmp_path / "run"))

@@ -260,3 +260,24 @@ def test_records_of_a_checkpoint_whose_metrics_were_not_committed_come_back_on_r
     train.train_and_evaluate(config, str(tmp_path))
     steps = [r["step"] for r in read_metrics(tmp_path) if "train_loss" in r]
     assert steps == [1, 2, 3, 4, 5, 6]  # 1-4 from the checkpoint of step 4, each once
+
+
+@pytest.mark.parametrize("validation", [0, 1000])
+def test_the_merged_table_takes_each_id_from_the_host_that_trains_it(validation):
+    """Three hosts of fake mnist5k (4,000 ids; 1,000 held out or none): each host writes its
+    number into the radii of the ids its batches hold; the merge must give every trained id its
+    host's number and leave the held-out tail as it was."""
+    from conftest import load_config
+
+    config = load_config()
+    config.batch_size, config.validation_examples = 60, validation
+    tables = np.zeros((3, 4000), np.float32)
+    owner = np.zeros(4000, np.float32)
+    for host in range(3):
+        source = fake_data.create_fake_source(config, process_index=host, process_count=3)
+        ids = np.concatenate([b["id"] for b in source.train_epoch(0)])
+        tables[host, ids] = owner[ids] = host + 1
+    merged = train.merge_host_tables(tables, 4000 - validation)
+    np.testing.assert_array_equal(merged, owner)
+    assert {1, 2, 3} <= set(np.unique(merged[: 4000 - validation]))
+    assert not np.any(merged[4000 - validation :])  # the held-out tail: never trained
