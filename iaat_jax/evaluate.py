@@ -265,11 +265,13 @@ def suite_results(
     return {"autoattack": runs, "checks": checks}
 
 
-def robustbench_entry(config, results: dict, num_params: int) -> dict:
-    """The headline in RobustBench's terms: the suite's accuracy at the first suite radius."""
+def robustbench_entry(config, results: dict, num_params: int, split: str) -> dict:
+    """The headline in RobustBench's terms: the suite's accuracy at the first suite radius, on
+    the evaluated `split` (the test split, or a held-out tail of the training split)."""
     run = results["autoattack"][0]
     return {
         "dataset": config.dataset,
+        "split": split,
         "threat_model": "Linf",
         "eps": run["epsilon"],
         "architecture": config.model,
@@ -319,7 +321,9 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, step=None) -> 
             suite_results(config, state, model, mesh, batches, results, suite_key, classes)
         )
         num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-        results["robustbench"] = robustbench_entry(config, results, num_params)
+        results["robustbench"] = robustbench_entry(
+            config, results, num_params, data.evaluated_split
+        )
         for line in attack_checks.warnings(results["checks"]):
             logging.warning("%s", line)
     del results["flags"]

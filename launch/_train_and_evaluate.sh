@@ -29,6 +29,10 @@ require_epochs() {  # VALUE
 train_and_evaluate_settings() {
   local python=${PYTHON:-.venv/bin/python} start=$SECONDS seed entry name
   local -a overrides
+  if [ ${#settings[@]} -eq 0 ] || [ ${#seeds[@]} -eq 0 ]; then
+    echo "error: nothing to train (no setting or no seed): give a seed and at least one of CLEAN, RADII, TRADES_RADII or IAAT_RADII" >&2
+    exit 2
+  fi
   mkdir -p "$out/logs"
   runs=()
   for seed in "${seeds[@]}"; do

@@ -233,41 +233,35 @@ def test_the_search_holds_out_training_digits_in_every_run_and_grids_radius_by_g
 
 
 @pytest.mark.parametrize(
-    "arguments, validation, message",
+    "script, arguments, env, message",
     [
-        (["0.3", "0.1 big"], "1000", "gamma 'big' is not a number in [0, 1]"),
-        (["0.3", "0.1", "0"], "1000", "EPOCHS '0' is not a whole number >= 1"),
-        ([], "0", "VALIDATION '0' is not a whole number >= 1 (0 would read the test digits)"),
+        ("search", ["0.3", "0.1 big"], {}, "gamma 'big' is not a number in [0, 1]"),
+        ("search", ["0.3", "0.1", "0"], {}, "EPOCHS '0' is not a whole number >= 1"),
+        ("search", [], {"VALIDATION": "0"}, "VALIDATION '0' is not a whole number >= 1"),
+        ("frontier", ["0 one"], {}, "seed 'one' is not a whole number"),
+        ("frontier", ["0", "0.3 1.5"], {}, "radius '1.5' is not a number in [0, 1]"),
+        ("frontier", ["0", "0.3", "ten"], {}, "EPOCHS 'ten' is not a whole number"),
+        (
+            "frontier",
+            ["0", ""],
+            {"CLEAN": "0", "TRADES_RADII": "", "IAAT_RADII": ""},
+            "error: nothing to train (no setting or no seed)",
+        ),
     ],
 )
-def test_the_search_script_refuses_bad_arguments(tmp_path, arguments, validation, message):
+def test_the_study_scripts_refuse_bad_arguments_in_one_line(
+    tmp_path, script, arguments, env, message
+):
+    name = {"search": "iaat_search_mnist5k.sh", "frontier": "frontier_mnist5k.sh"}[script]
     result = subprocess.run(
-        ["bash", "launch/iaat_search_mnist5k.sh", str(tmp_path), *arguments],
+        ["bash", f"launch/{name}", str(tmp_path), *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, "VALIDATION": validation},
+        env={**os.environ, "PYTHON": "/nonexistent/python", **env},
     )
-    assert result.returncode == 2 and message in result.stderr
-    assert not (tmp_path / "logs").exists()
-
-
-@pytest.mark.parametrize(
-    "arguments, message",
-    [
-        (["0 one"], "seed 'one' is not a whole number"),
-        (["0", "0.3 1.5"], "radius '1.5' is not a number in [0, 1]"),
-        (["0", "0.3", "ten"], "EPOCHS 'ten' is not a whole number"),
-    ],
-)
-def test_the_frontier_script_refuses_bad_arguments(tmp_path, arguments, message):
-    result = subprocess.run(
-        ["bash", "launch/frontier_mnist5k.sh", str(tmp_path), *arguments],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and message in result.stderr
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "logs").exists()
 
 

@@ -143,6 +143,7 @@ def test_evaluate_reads_the_runs_config_any_checkpoint_on_any_device_count(data_
     assert [row["epsilon"] for row in saved["worst_case"]] == [0.0, 0.3]
     entry = saved["robustbench"]
     assert entry["eps"] == 0.3 and entry["n_examples"] == 1000 and entry["suite"] == "smoke"
+    assert entry["split"] == saved["split"] == "test"
     assert list(entry["robust_acc_after"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert entry["autoattack_acc"] == saved["autoattack"][0]["attacks"][-1]["robust_accuracy"]
     worst = saved["worst_case"][1]  # over the sweep and the suite; each alone is no lower

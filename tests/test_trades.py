@@ -40,6 +40,24 @@ def test_the_loss_is_the_papers_formula():
     )
 
 
+def test_the_attack_starts_from_small_gaussian_noise_around_each_image_unprojected():
+    """The authors' start: x + 0.001 * N(0, 1) per pixel, one stream of noise per example key,
+    not clipped to [0, 1]. (On the linear models of the step test below only the sign of the
+    noise's projection matters, so its scale and law are pinned here.)"""
+    images = np.zeros((3, 64, 64, 1), np.float32)
+    images[1] = 1.0
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(3))
+    start = np.asarray(trades.gaussian_start(images, keys), np.float64)
+    noise = start - images
+    assert noise.std() == pytest.approx(0.001, rel=0.02) and abs(noise.mean()) < 2e-5
+    kurtosis = np.mean((noise / noise.std()) ** 4)
+    assert kurtosis == pytest.approx(3.0, abs=0.15)  # Gaussian (a uniform start's would be 1.8)
+    assert start[0].min() < 0.0 and start[1].max() > 1.0  # not projected into the box
+    assert not np.allclose(noise[0], noise[2])  # each example its own noise
+    again = np.asarray(trades.gaussian_start(images, keys), np.float64)
+    np.testing.assert_array_equal(again, start)
+
+
 @pytest.mark.parametrize("beta", [0.0, 2.0])
 def test_the_step_trains_on_the_papers_loss_at_a_corner_of_each_ball(fast_config, beta):
     """A two-class linear model: PGD on the KL term with a step of 1 lands, after its first step,
