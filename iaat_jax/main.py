@@ -39,9 +39,26 @@ flags.DEFINE_string("out", None, "With --mode=export: output directory (default:
 flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (Cloud TPU pods, multi-node GPU)."
 )
-flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes.")
-flags.DEFINE_integer("process_id", None, "With --multihost: this process's index.")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "With --multihost: host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS, or detected).",
+)
+flags.DEFINE_integer(
+    "num_processes",
+    None,
+    "With --multihost: number of processes (default: $JAX_NUM_PROCESSES, or detected).",
+)
+flags.DEFINE_integer(
+    "process_id", None, "With --multihost: this process's index (default: $JAX_PROCESS_ID)."
+)
+flags.DEFINE_enum(
+    "require_platform",
+    None,
+    ["tpu", "gpu", "cpu"],
+    "Stop with one line (exit 2) unless JAX's devices are of this platform: the launchers pass "
+    "it so that a missing TPU runtime or CUDA plugin never trains on the CPU unnoticed.",
+)
 config_flags.DEFINE_config_file(
     "config",
     None,
@@ -55,12 +72,14 @@ def main(argv: list[str]) -> None:
     metrics_log.quiet_libraries()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.multihost:  # unset flags are auto-detected (TPU pods, SLURM, ...)
+    if FLAGS.multihost:  # unset flags come from the environment or are detected (TPU, SLURM)
         jax.distributed.initialize(
             coordinator_address=FLAGS.coordinator_address,
-            num_processes=FLAGS.num_processes,
-            process_id=FLAGS.process_id,
+            num_processes=_flag_or_environment(FLAGS.num_processes, "JAX_NUM_PROCESSES"),
+            process_id=_flag_or_environment(FLAGS.process_id, "JAX_PROCESS_ID"),
         )
+    if FLAGS.require_platform:
+        _require_platform(FLAGS.require_platform)
     logging.info(
         "%s: %d devices (%s) on %d hosts; this is host %d with %d of them.",
         FLAGS.mode,
@@ -86,6 +105,29 @@ def main(argv: list[str]) -> None:
         sys.exit(0)
     except (NonFiniteError, CheckpointError) as error:  # the run's: the last checkpoint is intact
         _fail(error, 1)
+
+
+def _flag_or_environment(value: int | None, variable: str) -> int | None:
+    """A process-count or index flag, else the environment's (as JAX reads its own
+    JAX_COORDINATOR_ADDRESS), else None: detected by JAX on TPU pods and SLURM."""
+    if value is not None or not os.environ.get(variable):
+        return value
+    try:
+        return int(os.environ[variable])
+    except ValueError:
+        _fail(f"{variable}={os.environ[variable]!r} is not a whole number: fix or unset it", 2)
+
+
+def _require_platform(platform: str) -> None:
+    """Stop (exit 2, one line) unless JAX's devices are `platform`'s."""
+    found = sorted({device.platform for device in jax.devices()})
+    if found != [platform]:
+        fixes = {
+            "tpu": "run on a TPU VM with jax[tpu] installed (launch/tpu_pod.py does both)",
+            "gpu": "install the CUDA plugin (launch/gpu.sh --setup) or pass --allow_cpu to gpu.sh",
+            "cpu": "unset JAX_PLATFORMS or set it to cpu",
+        }
+        _fail(f"JAX sees {' and '.join(found)} devices, not {platform}: {fixes[platform]}", 2)
 
 
 def _export(workdir: str, step: int | None, out: str) -> None:

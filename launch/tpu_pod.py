@@ -1,69 +1,239 @@
-"""Train on a Cloud TPU VM slice, surviving spot preemption: create (or reuse) the slice, install
-this checkout on every worker, run on all workers with one log each, and when the slice is
-preempted recreate it and rerun the same command, which resumes from the newest checkpoint in
-the gs:// workdir.
+"""Train on a Cloud TPU VM slice; survive spot preemption and a dropped launcher.
+
+It creates (or reuses) the slice, ships this working tree to every worker, installs it into a
+virtual environment with Python 3.11 (uv, from PyPI, brings its own interpreter where the
+image's python3 is 3.10), and starts training detached from ssh on every worker. Then it polls
+until every worker is done; a preempted slice is deleted, recreated and started again, and the
+run resumes from the newest checkpoint in the gs:// workdir. Stopping the launcher (Ctrl-C, a
+closed laptop) never stops training: run the same command again to re-attach.
 
 Usage (from a machine with gcloud, authenticated, and this checkout):
   python launch/tpu_pod.py --name=iaat --zone=us-central2-b --accelerator_type=v4-32 --spot \\
       --config=configs/imagenet.py --workdir=gs://BUCKET/runs/imagenet \\
       -- --config.data_dir=gs://BUCKET/tensorflow_datasets
-Add --dry_run to print every gcloud command instead of running it, --delete to delete the
-slice when training ends, --max_retries=N to bound the recreations (default 10).
-Logs: LOG_DIR/worker-<i>.log for each worker (default launch_logs/<name>), fetched after each
-attempt. The workdir and data_dir must be gs:// paths that every worker can reach.
+  python launch/tpu_pod.py --name=iaat --zone=us-central2-b --accelerator_type=v4-32 --status
+  (--logs: each worker's last lines; --stop: save a checkpoint and stop; --dry_run: print every
+  command, remote ones verbatim, and run none)
+
+On each worker: ~/iaat_jax (the code), ~/iaat_jax_venv (Python 3.11 with requirements.txt and
+jax[tpu]), ~/iaat_jax_job/ (run.sh, train.log, pid, exit_status). Each worker's log is also
+copied to WORKDIR/launch_logs/<start time>-worker-<i>.log as it grows, and fetched into
+--log_dir at the end. A slice preempted while no launcher runs stays PREEMPTED (training is
+gone, checkpoints are in the workdir) until the launcher is run again: docs/launch.md.
 """
 
 import argparse
+import dataclasses
+import importlib.util
+import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 JAX_VERSION = "0.10.2"  # requirements.txt's pin; jax[tpu] at the same version
-REMOTE_DIR = "iaat_jax"
-REMOTE_LOG = "iaat_jax_train.log"
+UV_VERSION = "0.13.9"  # uv from PyPI: the interpreter and the install
+PYTHON_VERSION = "3.11"  # the pins need >= 3.11; TPU images ship 3.10
+CODE, VENV, JOB = "iaat_jax", "iaat_jax_venv", "iaat_jax_job"  # directories in each worker's ~
 GONE_STATES = ("PREEMPTED", "TERMINATED", "NOT_FOUND")  # recreate the slice after these
+RUNTIME_IMAGES = {  # Cloud TPU runtime versions for JAX (cloud.google.com/tpu/docs/runtimes)
+    "v2": "tpu-ubuntu2204-base",
+    "v3": "tpu-ubuntu2204-base",
+    "v4": "tpu-ubuntu2204-base",
+    "v5litepod": "v2-alpha-tpuv5-lite",
+    "v5e": "v2-alpha-tpuv5-lite",
+    "v5p": "v2-alpha-tpuv5",
+    "v6e": "v2-alpha-tpuv6e",
+}
 
 # Runs a command: (argv, capture) -> (exit status, stdout).
 Runner = Callable[[list[str], bool], tuple[int, str]]
 
 
+def generation_and_count(accelerator_type: str) -> tuple[str, int]:
+    match = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v5e|v6e)-(\d+)", accelerator_type)
+    if not match:
+        print(
+            f"error: unknown --accelerator_type={accelerator_type}: use e.g. v4-32, v5p-64, "
+            "v5litepod-16 or v6e-16",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return match.group(1), int(match.group(2))
+
+
 def workers_of(accelerator_type: str) -> int:
     """Number of TPU VM hosts of a slice. v2/v3/v4/v5p names count TensorCores, 8 per host
     (v4/v5p: 4 chips of 2 cores); v5e/v6e names count chips: one host up to 8, else 4 per host."""
-    match = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v5e|v6e)-(\d+)", accelerator_type)
-    if not match:
-        raise SystemExit(
-            f"error: unknown --accelerator_type={accelerator_type}: use e.g. v4-32, v5p-64, "
-            "v5litepod-16 or v6e-16"
-        )
-    kind, count = match.group(1), int(match.group(2))
+    kind, count = generation_and_count(accelerator_type)
     if kind in ("v5litepod", "v5e", "v6e"):
         return 1 if count <= 8 else count // 4
     return max(count // 8, 1)
 
 
+@dataclasses.dataclass
+class WorkerStatus:
+    """One worker's job: `state` is none, running, lost (gone without an exit status),
+    exited (`exit_status` set), stopped (a checkpoint saved on SIGTERM) or unknown."""
+
+    state: str
+    exit_status: int | None = None
+    workdir: str = ""
+    last_line: str = ""
+    stop_requested: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "WorkerStatus":
+        """The status command's line: STATE<TAB>WORKDIR<TAB>LAST LOG LINE (state 'unknown'
+        where the output has no such line)."""
+        lines = [line for line in text.split("\n") if line.count("\t") >= 2]
+        if not lines:
+            return cls("none" if text.strip() == "none" else "unknown")
+        state, workdir, last_line = lines[-1].split("\t", 2)
+        stop_requested = state.endswith("+stop_requested")
+        state = state.removesuffix("+stop_requested")
+        exit_status = None
+        if re.fullmatch(r"exit:\d+", state):
+            exit_status, state = int(state[5:]), "exited"
+        if state not in ("running", "lost", "exited", "stopped"):
+            state = "unknown"
+        return cls(state, exit_status, workdir, last_line, stop_requested)
+
+
+def install_command() -> str:
+    """Unpack the shipped tree, get uv (pip --user, on the image's python3 whatever its
+    version), a venv with Python 3.11 (uv finds one or downloads it) and the pins plus jax[tpu]
+    into it, then check the interpreter. Runs on every worker."""
+    uv, python = "~/.local/bin/uv", f"~/{VENV}/bin/python"
+    check = (
+        "import sys, jax; v = sys.version.split()[0]; ok = sys.version_info >= (3, 11); "
+        'print(f"iaat_jax: Python {v}, jax {jax.__version__}" if ok else '
+        'f"error: the venv has Python {v}; the pins need >= 3.11"); sys.exit(0 if ok else 1)'
+    )
+    return " && ".join(
+        [
+            f"rm -rf ~/{CODE} && mkdir -p ~/{CODE} && tar -xzf ~/{CODE}.tgz -C ~/{CODE}",
+            f"python3 -m pip install --user --quiet --disable-pip-version-check uv=={UV_VERSION}",
+            f"{uv} venv --quiet --allow-existing --python {PYTHON_VERSION} ~/{VENV}",
+            f"{uv} pip install --quiet --python {python} -r ~/{CODE}/requirements.txt "
+            f"'jax[tpu]=={JAX_VERSION}'",
+            f"{python} -c {shlex.quote(check)}",
+        ]
+    )
+
+
+def job_script(train_argv: list[str], remote_log: str, copy_seconds: int) -> str:
+    """run.sh: training, its log (copied to the workdir every `copy_seconds` and at the end)
+    and its outcome in ~/iaat_jax_job/exit_status: a number, or 'stopped' when it saved a
+    checkpoint on SIGTERM (a maintenance event or --stop) and should be resumed."""
+    return "\n".join(
+        [
+            "#!/usr/bin/env bash",
+            "# iaat_jax training, detached from the ssh session that started it (setsid nohup)",
+            f"job=~/{JOB}; log=$job/train.log",
+            f'copy_log() {{ gcloud storage cp --quiet "$log" {shlex.quote(remote_log)}'
+            " > /dev/null 2>&1 || true; }",
+            f"( while sleep {copy_seconds}; do copy_log; done ) &",
+            "copier=$!",
+            f"cd ~/{CODE}",
+            f'{shlex.join(train_argv)} >> "$log" 2>&1 &',
+            'echo $! > "$job/train_pid"',
+            'wait "$(cat "$job/train_pid")"; status=$?',
+            'kill "$copier" 2>/dev/null; copy_log',
+            'if [ "$status" = 0 ] && tail -n 5 "$log" | grep -q "^stopped by "; then',
+            "  status=stopped",
+            "fi",
+            'echo "$status" > "$job/exit_status"',
+        ]
+    )
+
+
+def start_command(worker: int, workdir: str, script: str) -> str:
+    """Start run.sh detached on one worker, unless a job already runs there."""
+    return "\n".join(
+        [
+            f"mkdir -p ~/{JOB} && cd ~/{JOB} || exit 1",
+            'if [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then',
+            f'  echo "iaat_jax: worker {worker} already runs a job (pid $(cat pid))"; exit 0',
+            "fi",
+            "rm -f exit_status stop_requested train_pid",
+            "[ -f train.log ] && mv train.log train.previous.log  # the last job's, also in gs://",
+            f"printf '%s\\n' {shlex.quote(workdir)} > workdir",
+            "cat > run.sh <<'IAAT_JAX_RUN'",
+            script,
+            "IAAT_JAX_RUN",
+            "setsid nohup bash run.sh > /dev/null 2>&1 < /dev/null &",
+            "echo $! > pid",
+            f'echo "iaat_jax: worker {worker} started (pid $!)"',
+        ]
+    )
+
+
+STATUS_COMMAND = "\n".join(
+    [
+        f"cd ~/{JOB} 2>/dev/null || {{ echo none; exit 0; }}",
+        'if [ -f exit_status ]; then state="exit:$(cat exit_status)"',
+        '  [ "$(cat exit_status)" = stopped ] && state=stopped',
+        'elif [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then state=running',
+        "else state=lost; fi",
+        '[ -f stop_requested ] && state="$state+stop_requested"',
+        # the last non-empty line; a progress bar's carriage returns count as line ends
+        "last=$(tail -c 4000 train.log 2>/dev/null | tr '\\r\\t' '\\n ' | grep -v '^ *$'"
+        " | tail -n 1)",
+        'printf \'%s\\t%s\\t%s\\n\' "$state" "$(cat workdir 2>/dev/null)" "$last"',
+    ]
+)
+STOP_COMMAND = (
+    f"cd ~/{JOB} 2>/dev/null && touch stop_requested && "
+    'kill -TERM "$(cat train_pid)" 2>/dev/null; echo "iaat_jax: stop requested"'
+)
+
+
+def logs_command(lines: int) -> str:
+    return f"tail -n {lines} ~/{JOB}/train.log 2>/dev/null || echo '(no log yet)'"
+
+
 class Launcher:
     """The gcloud steps of one training job on a TPU VM slice."""
 
-    def __init__(self, args: argparse.Namespace, runner: Runner):
-        self.args, self.runner = args, runner
+    def __init__(self, args: argparse.Namespace, runner: Runner, sleep=time.sleep):
+        self.args, self.runner, self.sleep = args, runner, sleep
         self.where = [f"--zone={args.zone}"] + (
             [f"--project={args.project}"] if args.project else []
         )
         self.workers = workers_of(args.accelerator_type)
         self.log_dir = Path(args.log_dir or f"launch_logs/{args.name}")
+        self.installed = False
 
     def gcloud(self, *argv: str, capture: bool = False) -> tuple[int, str]:
         return self.runner(["gcloud", "compute", "tpus", "tpu-vm", *argv, *self.where], capture)
+
+    def ssh(self, worker: int | str, command: str, capture: bool = False) -> tuple[int, str]:
+        return self.gcloud(
+            "ssh", self.args.name, f"--worker={worker}", f"--command={command}", capture=capture
+        )
+
+    def say(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    # The slice.
 
     def state(self) -> str:
         """READY, CREATING, PREEMPTED, ... or NOT_FOUND."""
         status, out = self.gcloud("describe", self.args.name, "--format=value(state)", capture=True)
         return out.strip() if status == 0 and out.strip() else "NOT_FOUND"
+
+    def settled_state(self) -> str:
+        """READY or one of GONE_STATES, waiting through CREATING, RESTARTING, REPAIRING..."""
+        while (state := self.state()) not in ("READY", *GONE_STATES):
+            self.say(f"TPU {self.args.name} is {state}: waiting")
+            self.sleep(self.args.poll_seconds)
+        return state
 
     def create(self) -> None:
         spot = ["--spot"] if self.args.spot else []
@@ -80,115 +250,344 @@ class Launcher:
     def delete(self) -> None:
         self.gcloud("delete", self.args.name, "--quiet")
 
-    def install(self) -> None:
-        """Copy this checkout (git archive of HEAD) to every worker and install it there."""
-        archive = "/tmp/iaat_jax_checkout.tgz"
-        self.runner(
-            ["git", "-C", str(REPO), "archive", "--format=tar.gz", "-o", archive, "HEAD"], False
-        )
-        self.gcloud("scp", archive, f"{self.args.name}:iaat_jax.tgz", "--worker=all")
-        commands = (
-            f"mkdir -p {REMOTE_DIR} && tar -xzf iaat_jax.tgz -C {REMOTE_DIR} && cd {REMOTE_DIR}"
-            f" && python3 -m pip install -q -r requirements.txt 'jax[tpu]=={JAX_VERSION}'"
-        )
-        status, _ = self.gcloud("ssh", self.args.name, "--worker=all", f"--command={commands}")
-        if status:
-            raise SystemExit(f"error: installing on {self.args.name} failed (exit {status})")
+    # The job.
 
-    def train(self) -> int:
-        """Run the training command on every worker at once; its exit status."""
-        flags = [
+    def install(self) -> None:
+        """Ship the working tree as it is (untracked files included, ignored ones not) to every
+        worker and install it there."""
+        archive = Path(tempfile.gettempdir()) / f"{CODE}-{self.args.name}.tgz"
+        tree = working_tree()
+        self.runner(
+            ["git", "-C", str(REPO), "archive", "--format=tar.gz", "-o", str(archive), tree], False
+        )
+        self.gcloud("scp", str(archive), f"{self.args.name}:{CODE}.tgz", "--worker=all")
+        status, _ = self.ssh("all", install_command())
+        if status:
+            raise SystemExit(
+                f"error: installing on {self.args.name} failed (exit {status}): see the lines "
+                "above; the slice is left as it is (--delete it or rerun)"
+            )
+        self.installed = True
+
+    def train_argv(self) -> list[str]:
+        platform = "cpu" if self.args.rehearsal else "tpu"
+        return [
+            f"../{VENV}/bin/python",  # run from ~/iaat_jax
+            "-m",
+            "iaat_jax.main",
+            "--multihost",
+            f"--require_platform={platform}",
             f"--config={self.args.config}",
             f"--workdir={self.args.workdir}",
             *self.args.overrides,
         ]
-        command = (
-            f"cd {REMOTE_DIR} && python3 -m iaat_jax.main --multihost "
-            f"{' '.join(shlex.quote(f) for f in flags)} >> ~/{REMOTE_LOG} 2>&1"
+
+    def start(self) -> None:
+        """Start the job, detached, on every worker; each copies its log to the workdir."""
+        started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for worker in range(self.workers):
+            remote_log = f"{self.args.workdir}/launch_logs/{started}-worker-{worker}.log"
+            script = job_script(self.train_argv(), remote_log, self.args.log_copy_seconds)
+            status, _ = self.ssh(worker, start_command(worker, self.args.workdir, script))
+            if status:
+                raise SystemExit(f"error: starting on worker {worker} failed (exit {status})")
+        self.say(
+            f"training on {self.workers} workers, detached: stopping this launcher does not "
+            f"stop it (rerun this command to re-attach; --status, --logs)"
         )
-        return self.gcloud("ssh", self.args.name, "--worker=all", f"--command={command}")[0]
+
+    def statuses(self) -> list[WorkerStatus] | None:
+        """Each worker's job, or None where a worker cannot be reached."""
+        found = []
+        for worker in range(self.workers):
+            status, out = self.ssh(worker, STATUS_COMMAND, capture=True)
+            if status:
+                return None
+            found.append(WorkerStatus.parse(out))
+        return found
+
+    def wait_for_job(self) -> str:
+        """Poll until the job ends: finished, failed, stopped (SIGTERM; resume it), requested
+        (stopped by --stop) or gone (the slice was preempted)."""
+        last = None
+        while True:
+            self.sleep(self.args.poll_seconds)
+            state = self.state()
+            if state in GONE_STATES:
+                return "gone"
+            workers = self.statuses() if state == "READY" else None
+            if workers is None or any(w.state == "unknown" for w in workers):
+                continue  # restarting, or ssh failed: ask again
+            if workers[0].last_line != last and workers[0].last_line:
+                last = workers[0].last_line
+                self.say(f"worker 0: {last}")
+            if any(w.state == "running" for w in workers):
+                continue
+            if self.state() in GONE_STATES:  # the workers died with their slice
+                return "gone"
+            failed = [(i, w) for i, w in enumerate(workers) if w.state in ("lost", "none")]
+            failed += [(i, w) for i, w in enumerate(workers) if w.exit_status not in (None, 0)]
+            for worker, status in failed:
+                why = f"exit {status.exit_status}" if status.state == "exited" else status.state
+                print(
+                    f"error: worker {worker}'s training ended ({why}): {status.last_line}",
+                    file=sys.stderr,
+                )
+            if failed:
+                return "failed"
+            if any(w.state == "stopped" for w in workers):
+                return "requested" if any(w.stop_requested for w in workers) else "stopped"
+            return "finished"
 
     def fetch_logs(self) -> None:
         if not self.args.dry_run:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for worker in range(self.workers):
             target = self.log_dir / f"worker-{worker}.log"
-            self.gcloud("scp", f"{self.args.name}:{REMOTE_LOG}", str(target), f"--worker={worker}")
+            self.gcloud(
+                "scp", f"{self.args.name}:{JOB}/train.log", str(target), f"--worker={worker}"
+            )
+
+    def stop_workers(self) -> None:
+        for worker in range(self.workers):
+            self.ssh(worker, STOP_COMMAND)
 
     def run(self) -> int:
-        """Create or reuse, install, train; recreate and rerun after a preemption."""
-        for attempt in range(self.args.max_retries + 1):
-            state = self.state()
-            fresh = state in GONE_STATES
-            if fresh:
+        """Create or reuse the slice, install, start (or re-attach); recreate after a
+        preemption and start again, which resumes from the workdir's newest checkpoint."""
+        restarts = 0
+        while True:
+            state = self.settled_state()
+            if state in GONE_STATES:
                 if state != "NOT_FOUND":
-                    print(
-                        f"TPU {self.args.name} is {state}: deleting and recreating it", flush=True
-                    )
+                    self.say(f"TPU {self.args.name} is {state}: deleting and recreating it")
                     self.delete()
                 self.create()
-            if fresh or attempt == 0:
                 self.install()
-            print(f"attempt {attempt + 1}: training on {self.workers} workers", flush=True)
-            status = self.train()
-            self.fetch_logs()
-            if status == 0:
-                print(f"training finished; logs in {self.log_dir}", flush=True)
+                self.start()
+            else:
+                workers = self.statuses() or []
+                running = [w for w in workers if w.state == "running"]
+                others = {w.workdir for w in running} - {self.args.workdir}
+                if others:
+                    print(
+                        f"error: TPU {self.args.name} runs another job (workdir "
+                        f"{others.pop()}): --status shows it, --stop stops it",
+                        file=sys.stderr,
+                    )
+                    return 2
+                if running:
+                    self.say(f"attaching to the job running on {self.args.name}")
+                else:
+                    if not self.installed:
+                        self.install()
+                    self.start()
+            outcome = self.wait_for_job()
+            if outcome in ("finished", "failed", "requested"):
+                self.fetch_logs()
+                if outcome == "failed":
+                    self.stop_workers()
+                    print(f"error: training failed: logs in {self.log_dir}", file=sys.stderr)
+                    return 1
+                if self.args.dry_run:
+                    self.say("dry run: a real launch polls as above until every worker is done")
+                else:
+                    done = "stopped by --stop" if outcome == "requested" else "training finished"
+                    self.say(f"{done}; logs in {self.log_dir}")
                 if self.args.delete:
                     self.delete()
                 return 0
-            state = self.state()
-            if state not in GONE_STATES:  # the slice is fine, so the run itself failed
-                print(
-                    f"error: training failed (exit {status}) on a {state} slice: see "
-                    f"{self.log_dir}",
-                    file=sys.stderr,
-                )
+            restarts += 1
+            if restarts > self.args.max_retries:
+                print(f"error: gave up after {self.args.max_retries} restarts", file=sys.stderr)
                 return 1
-            print(f"TPU {self.args.name} was {state} during training: resuming", flush=True)
-        print(f"error: gave up after {self.args.max_retries} recreations", file=sys.stderr)
-        return 1
+            why = "was preempted" if outcome == "gone" else "stopped on SIGTERM"
+            self.say(f"the job {why} (restart {restarts} of at most {self.args.max_retries})")
+
+    def show_status(self) -> int:
+        state = self.state()
+        print(f"TPU {self.args.name}: {state}")
+        if state != "READY":
+            return 0 if state in GONE_STATES else 1
+        for worker in range(self.workers):
+            status, out = self.ssh(worker, STATUS_COMMAND, capture=True)
+            line = WorkerStatus.parse(out) if status == 0 else WorkerStatus("unreachable")
+            what = f"exit {line.exit_status}" if line.state == "exited" else line.state
+            print(f"worker {worker}: {what} {line.workdir} | {line.last_line}")
+        return 0
+
+    def show_logs(self) -> int:
+        for worker in range(self.workers):
+            print(f"==> worker {worker} <==", flush=True)
+            self.ssh(worker, logs_command(self.args.lines))
+        return 0
+
+
+def working_tree() -> str:
+    """A git tree of the working tree as it is: tracked and untracked files, not ignored ones
+    (a temporary index; no ref changes). Uncommitted changes are named in a warning."""
+    git = ["git", "-C", str(REPO)]
+    changed = subprocess.run(
+        [*git, "status", "--porcelain"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        subprocess.run([*git, "add", "-A"], env=env, check=True, capture_output=True)
+        tree = subprocess.run(
+            [*git, "write-tree"], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    if changed:
+        names = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
+        print(
+            f"warning: shipping the working tree as it is, {len(changed)} files differ from "
+            f"HEAD: {names}",
+            file=sys.stderr,
+        )
+    return tree
+
+
+def dataset_problem(args: argparse.Namespace) -> str | None:
+    """Why the config's data cannot be read on the slice, if it cannot: a dataset that is not
+    embedded needs --config.data_dir, a gs:// one on a real slice. None: fine or not checked."""
+    overrides = dict(
+        o[len("--config.") :].split("=", 1) for o in args.overrides if o.startswith("--config.")
+    )
+    try:
+        sys.path.insert(0, str(REPO))
+        spec = importlib.util.spec_from_file_location("launched_config", REPO / args.config)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config()
+        from iaat_jax.datasets import DATASETS
+    except ImportError as error:
+        print(f"warning: the config's data_dir was not checked ({error})", file=sys.stderr)
+        return None
+    finally:
+        sys.path.remove(str(REPO))
+    dataset = overrides.get("dataset", config.dataset)
+    data_dir = overrides.get("data_dir", config.data_dir) or ""
+    fake = overrides.get("fake_data", str(config.fake_data)).lower() in ("true", "1")
+    spec = DATASETS.get(dataset)
+    if spec is None or spec.embedded or fake:
+        return None  # an unknown dataset is the trainer's one-line error
+    if not data_dir:
+        return (
+            f"the dataset {dataset} is not embedded: prepare it once (python -m iaat_jax.prepare "
+            f"{dataset} --data_dir=gs://BUCKET/tensorflow_datasets) and pass "
+            "-- --config.data_dir=gs://BUCKET/tensorflow_datasets"
+        )
+    if not data_dir.startswith("gs://") and not args.rehearsal:
+        return f"--config.data_dir={data_dir} is not a gs:// path that every worker can reach"
+    return None
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python launch/tpu_pod.py", description=__doc__.split("\n")[0]
+        prog="python launch/tpu_pod.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--name", required=True, help="TPU VM name")
     parser.add_argument("--zone", required=True, help="e.g. us-central2-b")
     parser.add_argument("--project", default=None, help="GCP project (default: gcloud's)")
     parser.add_argument("--accelerator_type", required=True, help="e.g. v4-32, v5litepod-16")
-    parser.add_argument("--runtime_version", default="tpu-ubuntu2204-base")
+    parser.add_argument(
+        "--runtime_version",
+        default=None,
+        help="TPU VM image (default by generation: v2-v4 tpu-ubuntu2204-base, v5e "
+        "v2-alpha-tpuv5-lite, v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e)",
+    )
     parser.add_argument("--spot", action="store_true", help="a spot (preemptible) slice")
-    parser.add_argument("--config", required=True, help="e.g. configs/imagenet.py")
-    parser.add_argument("--workdir", required=True, help="a gs:// directory")
-    parser.add_argument("--max_retries", type=int, default=10, help="recreations at most")
-    parser.add_argument("--log_dir", default=None, help="default launch_logs/<name>")
+    parser.add_argument("--config", help="a config file of this checkout, e.g. configs/imagenet.py")
+    parser.add_argument("--workdir", help="a gs:// directory every worker can reach")
+    parser.add_argument("--max_retries", type=int, default=10, help="restarts at most (10)")
+    parser.add_argument("--log_dir", default=None, help="local logs (default launch_logs/NAME)")
     parser.add_argument("--delete", action="store_true", help="delete the slice at the end")
-    parser.add_argument("--dry_run", action="store_true", help="print the gcloud commands only")
+    parser.add_argument("--poll_seconds", type=int, default=60, help="between polls (60)")
+    parser.add_argument(
+        "--log_copy_seconds", type=int, default=60, help="between copies of the logs to gs:// (60)"
+    )
+    parser.add_argument("--dry_run", action="store_true", help="print the commands, run none")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--status", action="store_true", help="the slice's and each worker's state")
+    what.add_argument("--logs", action="store_true", help="each worker's last --lines log lines")
+    what.add_argument("--stop", action="store_true", help="save a checkpoint and stop the job")
+    parser.add_argument("--lines", type=int, default=20, help="with --logs (20)")
+    parser.add_argument(
+        "--rehearsal",
+        action="store_true",
+        help="launch/rehearse_pod.sh only: accept local directories and CPU devices",
+    )
     parser.add_argument("overrides", nargs="*", help="after --: --config.NAME=VALUE ...")
     args = parser.parse_args(argv)
-    if not args.workdir.startswith("gs://") and not args.dry_run:
+    generation, _ = generation_and_count(args.accelerator_type)
+    args.runtime_version = args.runtime_version or RUNTIME_IMAGES[generation]
+    if args.status or args.logs or args.stop:
+        return args
+    if not args.config or not args.workdir:
+        parser.error("--config and --workdir are needed to launch (or --status, --logs, --stop)")
+    if not args.workdir.startswith("gs://") and not args.rehearsal:
         parser.error(f"--workdir={args.workdir} is not a gs:// path that every worker can reach")
-    if args.max_retries < 0:
-        parser.error("--max_retries must be >= 0")
+    config = Path(os.path.abspath(args.config))
+    if not config.is_file() or not config.is_relative_to(REPO):
+        parser.error(f"--config={args.config} is not a config file of this checkout ({REPO})")
+    args.config = str(config.relative_to(REPO))
+    if args.max_retries < 0 or args.poll_seconds < 0 or args.log_copy_seconds < 1:
+        parser.error("--max_retries and --poll_seconds must be >= 0, --log_copy_seconds >= 1")
+    if problem := dataset_problem(args):
+        parser.error(problem)
     return args
 
 
 def run_command(argv: list[str], capture: bool) -> tuple[int, str]:
     result = subprocess.run(argv, capture_output=capture, text=True)
+    if capture and result.returncode and result.stderr.strip():
+        print(result.stderr.strip().splitlines()[-1], file=sys.stderr)
     return result.returncode, result.stdout if capture else ""
 
 
-def print_command(argv: list[str], capture: bool) -> tuple[int, str]:
-    """The dry run: print the command; describe finds no slice, everything else succeeds."""
-    print(shlex.join(argv), flush=True)
-    return (1, "") if "describe" in argv else (0, "")
+class DryRun:
+    """Print each command, a remote one verbatim below its gcloud line; the slice does not
+    exist until it is created, and every worker's job finishes at the first poll."""
+
+    def __init__(self):
+        self.created = False
+
+    def __call__(self, argv: list[str], capture: bool) -> tuple[int, str]:
+        remote = [a for a in argv if a.startswith("--command=")]
+        shown = [a if not a.startswith("--command=") else '--command="$REMOTE"' for a in argv]
+        print(f"$ {shlex.join(shown)}".replace("'--command=\"$REMOTE\"'", '--command="$REMOTE"'))
+        if remote:
+            print("  REMOTE:\n" + "\n".join(f"  | {line}" for line in remote[0][10:].split("\n")))
+        self.created |= "create" in argv
+        if "describe" in argv:
+            return (0, "READY\n") if self.created else (1, "")
+        if any(a == f"--command={STATUS_COMMAND}" for a in argv):
+            return 0, "exit:0\t\t(dry run)\n"
+        return 0, ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    return Launcher(args, print_command if args.dry_run else run_command).run()
+    runner = DryRun() if args.dry_run else run_command
+    launcher = Launcher(args, runner, sleep=(lambda _: None) if args.dry_run else time.sleep)
+    if args.dry_run:
+        print("dry run: nothing is created, shipped or started; these are the commands", flush=True)
+    if args.status:
+        return launcher.show_status()
+    if args.logs:
+        return launcher.show_logs()
+    if args.stop:
+        launcher.stop_workers()
+        return 0
+    try:
+        status = launcher.run()
+    except KeyboardInterrupt:
+        print("\nlauncher stopped; training goes on: rerun the command to re-attach", flush=True)
+        return 130
+    if args.dry_run:
+        print("dry run: done; nothing was created, shipped or started", flush=True)
+    return status
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Run:     python -m iaat_jax.main --config=configs/imagenet.py --workdir=gs://BUCKET/iaat_in \\
              --config.data_dir=gs://BUCKET/tfds --multihost      (on every host of a pod)
-         launch/tpu_pod.sh runs it on a Cloud TPU VM pod slice.
+         launch/tpu_pod.py runs it on a Cloud TPU VM pod slice.
 Smoke:   add --config.fake_data=True --config.num_train_steps=2 --config.batch_size=8
 Devices: a TPU pod slice (v4-32 or larger) or 8+ GPUs; bf16; batch 1024 over any device count
          that divides it.
