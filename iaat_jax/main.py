@@ -1,10 +1,21 @@
-"""Command line: python -m iaat_jax.main --config=configs/default.py --workdir=DIR.
+"""Train, evaluate or export an IAAT run (or PGD-AT, TRADES, clean training).
 
-Flags, distributed initialisation and hand-off only; the logic lives in importable modules so
-Colab and tests call `train.train_and_evaluate(config, workdir)` directly.
+  python -m iaat_jax.main --config=configs/default.py --workdir=DIR [--config.NAME=VALUE ...]
+      train in DIR, resuming from its newest checkpoint (e.g. --config.method=pgd)
+  python -m iaat_jax.main --mode=evaluate --workdir=DIR [--step=N] [--config.eval_suite=apgd]
+      AutoAttack and a PGD sweep of DIR's newest checkpoint: DIR/eval.json, DIR/MODEL_CARD.md
+  python -m iaat_jax.main --mode=export --workdir=DIR [--out=OUT]
+      the prediction function, for use without iaat_jax: OUT/predict.jax_exported
+  python -m iaat_jax.report DIR [DIR ...] --out=OUT
+      figures and a table over runs (python -m iaat_jax.report --help)
+
+Config fields: docs/config_fields.md. Pods and GPUs: docs/launch.md. All flags: --helpfull.
+This file holds flags, distributed initialisation and hand-off only; the logic lives in
+importable modules so Colab and tests call `train.train_and_evaluate(config, workdir)`.
 """
 
 import os
+import re
 import sys
 
 # TensorFlow (tf.data only) stays quiet: no C++ INFO/WARNING lines, no oneDNN notice; its
@@ -162,22 +173,51 @@ def with_saved_config(argv: list[str]) -> list[str]:
     return [argv[0], f"--config={workdir_lib.__file__}:{value('workdir')}", *argv[1:]]
 
 
+def usage() -> str:
+    """--help and -h: what the command does, one example per mode, and this file's flags."""
+    return f"{__doc__.split(chr(10) + 'This file')[0]}\n{FLAGS.main_module_help()}\n"
+
+
+def flag_error(error: Exception) -> str:
+    """One line for a bad flag or config field: what is wrong and where to look."""
+    chain, cause = [], error
+    while cause is not None and len(chain) < 20:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for cause in reversed(chain):  # the innermost of ours names the problem and its fix
+        if isinstance(cause, ConfigError):
+            return str(cause)
+    unknown = next((c for c in reversed(chain) if isinstance(c, KeyError)), None)
+    if unknown is not None or isinstance(error, AttributeError):
+        text = str(chain[-1])
+        field = re.search(r"[\w.]+", text.strip("'\"\\"))
+        suggestion = re.search(r'Did you mean \\?"(\w+)\\?"', str(error))
+        hint = f" (did you mean {suggestion.group(1)}?)" if suggestion else ""
+        name = field.group(0) if field else text
+        return f"unknown config field {name}{hint}: the fields are in docs/config_fields.md"
+    message = str(error).strip().splitlines()
+    reason = message[-1].strip() if message else type(error).__name__
+    if "--config." in str(error):
+        return f"{reason}: the fields and their types are in docs/config_fields.md"
+    if isinstance(error, flags.Error):
+        return f"{reason} (python -m iaat_jax.main --help lists the flags)"
+    return f"the config could not be loaded: {reason}"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a missing or broken config file, an unknown field or a value
-    of the wrong type turned into one line and exit status 2 instead of a traceback."""
+    """absl's flag parsing, with -h/--help printing the usage (exit 0), and a missing or broken
+    config file, an unknown field or a value of the wrong type turned into one line and exit
+    status 2 instead of a traceback."""
+    if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[1:]):
+        print(usage())
+        sys.exit(0)
     try:
         remaining = FLAGS(with_saved_config(argv))
         if FLAGS.config is not None:
             FLAGS.config.to_dict()  # a config file that failed to load raises on first use
         return remaining
-    except flags.Error as error:
-        _fail(f"{error} (python -m iaat_jax.main --helpfull lists the flags)", 2)
-    except Exception as error:  # raised while loading --config=FILE: a missing or broken file
-        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(error).__name__  # the last line names the cause
-        if isinstance(error, AttributeError | KeyError):
-            reason = f"unknown config field {reason}: see the fields of the config file"
-        _fail(f"the config could not be loaded: {reason}", 2)
+    except Exception as error:  # absl's flags.Error, or raised while loading --config=FILE
+        _fail(flag_error(error), 2)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,17 @@ def test_cli_names_both_numbers_when_the_batch_does_not_split(data_dir, tmp_path
     [
         (["--config=/nonexistent/config.py"], "the config could not be loaded: [Errno 2]"),
         (["--config={broken}"], "the config could not be loaded: invalid syntax"),
-        (["--config.no_such_field=1"], "unknown config field"),
-        (["--config.epsilon=abc"], "flag --config.epsilon=abc: could not convert"),
+        (
+            ["--config.epsilom=0.3"],
+            "error: unknown config field epsilom (did you mean epsilon?): the fields are in "
+            "docs/config_fields.md",
+        ),
+        (
+            ["--config.epsilon=abc"],
+            "could not convert string to float: 'abc': the fields and their types are in "
+            "docs/config_fields.md",
+        ),
+        (["--bogus=1"], "Unknown command line flag 'bogus' (python -m iaat_jax.main --help"),
         (["--config.gamma=nan"], "config.gamma=nan is not a finite number"),
         (["--config.warmup_epochs=9"], "config.warmup_epochs=9 exceeds config.num_epochs=7"),
         (["--mode=evaluate"], "holds no training run"),
@@ -112,6 +121,36 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line[:1] not in ("I", "W")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert "Traceback" not in result.stderr
+
+
+def test_evaluating_a_directory_without_a_run_is_one_line_without_a_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "iaat_jax.main", "--mode=evaluate", "--workdir=/nonexistent"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: /nonexistent holds no training run (no config.json): pass the --workdir of a "
+        "run, or --config=FILE"
+    ]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_shows_every_mode_with_an_example_and_exits_0(flag):
+    result = run_cli(flag)
+    assert result.returncode == 0, result.stderr
+    for example in (
+        "--config=configs/default.py --workdir=DIR",
+        "--mode=evaluate --workdir=DIR",
+        "--mode=export --workdir=DIR",
+        "python -m iaat_jax.report DIR",
+    ):
+        assert example in result.stdout
+    assert "--require_platform" in result.stdout and "docs/config_fields.md" in result.stdout
 
 
 @pytest.mark.slow  # trains 60 steps, then evaluates twice through the CLI, about 2 minutes
