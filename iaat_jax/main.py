@@ -104,6 +104,13 @@ def main(argv: list[str]) -> None:
         if FLAGS.mode == "train":
             if FLAGS.config is None:
                 raise ConfigError("training needs --config=FILE (e.g. configs/default.py)")
+            if (step := train.finished_at(FLAGS.config, FLAGS.workdir)) is not None:
+                print(
+                    f"the run in {FLAGS.workdir} is already complete (step {step}): nothing to "
+                    f"train; evaluate it with python -m iaat_jax.main --mode=evaluate "
+                    f"--workdir={FLAGS.workdir}"
+                )
+                return
             train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         elif FLAGS.mode == "export":
             _export(FLAGS.workdir, FLAGS.step, FLAGS.out or files.join(FLAGS.workdir, "export"))

@@ -5,6 +5,7 @@ jitted data-parallel step -> new eps -> scatter by id. Importable from Colab and
 """
 
 import dataclasses
+import os
 import time
 
 import jax
@@ -252,15 +253,35 @@ class TrainingRun:
             self.log.close()
 
 
+def planned_steps(config: ml_collections.ConfigDict, data: HostInput) -> int:
+    """The run's last step: its epochs, or config.num_train_steps where that is sooner."""
+    total_steps = config.num_epochs * data.steps_per_epoch
+    if config.num_train_steps > 0:
+        total_steps = min(total_steps, config.num_train_steps)
+    return total_steps
+
+
+def finished_at(config: ml_collections.ConfigDict, workdir: str) -> int | None:
+    """The newest checkpoint's step where it ends the run (nothing left to train), found
+    before any data or model is built; None where there is something to train."""
+    if not files.exists(files.join(workdir, "checkpoints")):
+        return None
+    workdir_lib.check_same_run(config, workdir)  # another config's run is an error, not done
+    from iaat_jax import fake_data  # the dataset's sizes from its spec: no TensorFlow, no data
+
+    sizes = fake_data.create_fake_source(config, jax.process_index(), jax.process_count())
+    absolute = workdir if files.is_url(workdir) else os.path.abspath(workdir)  # as orbax needs
+    latest = Checkpointer(absolute, None).latest_step()
+    return latest if latest is not None and latest >= planned_steps(config, sizes) else None
+
+
 def _start(
     config: ml_collections.ConfigDict, workdir: epath.Path
 ) -> tuple[TrainingRun, TrainState]:
     """Build the run and its state, restored from the workdir's newest readable checkpoint."""
     data = experiment.data_source(config)
     config_checks.check_batch_fits(config, data.num_trained, data.steps_per_epoch)
-    total_steps = config.num_epochs * data.steps_per_epoch
-    if config.num_train_steps > 0:
-        total_steps = min(total_steps, config.num_train_steps)
+    total_steps = planned_steps(config, data)
     mesh = sharding.make_mesh()
     parts = experiment.create_experiment(config, data, mesh)
     state, table, base_key = parts.state, EpsilonTable(data.num_train), parts.base_key

@@ -215,3 +215,21 @@ def test_the_default_runs_unchanged_on_one_two_four_and_eight_devices(devices, d
     noise = ("libtpu", "Unable to initialize backend", "oneDNN", "absl::InitializeLog")
     assert not [line for line in lines if any(n in line for n in noise)]
     assert (tmp_path / "checkpoints" / "2").is_dir()
+
+
+@pytest.mark.slow  # two short CLI runs, about 35 s
+def test_rerunning_a_finished_run_says_so_and_builds_nothing(tmp_path):
+    """A finished run is reported complete before any data or model is built (no 'Resumed'
+    line, no compile), and exits 0; a changed config on it is still refused."""
+    run = ["--config.fake_data=True", "--config.num_train_steps=2", "--config.method=clean"]
+    first = run_cli(f"--workdir={tmp_path}", *run)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli(f"--workdir={tmp_path}", *run)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.strip() == (
+        f"the run in {tmp_path} is already complete (step 2): nothing to train; evaluate it "
+        f"with python -m iaat_jax.main --mode=evaluate --workdir={tmp_path}"
+    )
+    assert "Resumed from" not in again.stderr and "Training iaat" not in again.stderr
+    longer = run_cli(f"--workdir={tmp_path}", *run[:2], "--config.batch_size=16")
+    assert longer.returncode == 2 and "holds a run of another config" in longer.stderr
