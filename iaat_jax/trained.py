@@ -24,6 +24,7 @@ from etils import epath
 from iaat_jax import experiment, files, models
 from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import Checkpointer
+from iaat_jax.config_checks import ConfigError
 from iaat_jax.datasets import DATASETS
 
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -54,12 +55,21 @@ class Classifier:
         self._jitted_logits = jax.jit(self.logits)
 
     def predict(self, images) -> np.ndarray:
-        """Logits [B, classes] for images [B, H, W, C] in [0, 1], any batch size."""
-        images = np.asarray(images, np.float32)
+        """Logits [B, classes] for images [B, H, W, C], any batch size: floats in [0, 1], or
+        uint8 (0-255, divided by 255 here). Floats outside [0, 1] raise ValueError."""
+        images = np.asarray(images)
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(
                 f"images of shape {images.shape} do not fit this model: pass "
                 f"[batch, {', '.join(map(str, self.image_shape))}] in [0, 1]"
+            )
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / np.float32(255)
+        images = images.astype(np.float32)
+        if images.size and (images.min() < 0 or images.max() > 1):
+            raise ValueError(
+                f"images hold values in [{images.min():g}, {images.max():g}]; the model takes "
+                "[0, 1]: divide 0-255 images by 255 (or pass them as uint8)"
             )
         return np.asarray(self._jitted_logits(self.variables, images))
 
@@ -69,6 +79,11 @@ def load(workdir: str, step: int | None = None) -> Classifier:
 
     ConfigError (one line) if the workdir holds no run or no such checkpoint. Import it as
     `from iaat_jax.trained import load`: the package itself imports none of its modules."""
+    if not files.exists(workdir_lib.config_path(workdir)):
+        raise ConfigError(
+            f"{workdir} holds no training run (no config.json): pass the directory a run was "
+            "trained in (its --workdir)"
+        )
     config = workdir_lib.saved_config(workdir)
     spec = DATASETS[config.dataset]
     model = models.create_model(config.model, spec.num_classes, experiment.compute_dtype(config))
@@ -88,6 +103,24 @@ def load(workdir: str, step: int | None = None) -> Classifier:
     state, table, _, _ = restored
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     return Classifier(config, model, variables, int(state.step), table, tuple(spec.image_shape))
+
+
+def load_test_split(dataset: str = "mnist5k", data_dir: str | None = None):
+    """A dataset's test split as arrays, in the order evaluation reads it: images float32
+    [N, H, W, C] in [0, 1] and labels int [N]. Reads TFDS (TensorFlow needed): the embedded
+    default is built on first use; others are prepared once (python -m iaat_jax.prepare)."""
+    from iaat_jax import input_pipeline
+    from iaat_jax.configs import default
+
+    config = default.get_config()
+    config.dataset, config.data_dir = dataset, data_dir
+    batches = list(input_pipeline.create_data_source(config).eval_batches())
+    keep = np.concatenate([batch["mask"] for batch in batches]) > 0
+    images = np.concatenate([batch["image"] for batch in batches])[keep]
+    labels = np.concatenate([batch["label"] for batch in batches])[keep]
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / np.float32(255)
+    return images, labels
 
 
 def export_saved_model(classifier: Classifier, out: str) -> str | None:

@@ -16,6 +16,7 @@ while [ $# -gt 0 ]; do
     --setup) setup=1 ;;
     --allow_cpu) allow_cpu=1 ;;
     -h | --help) echo "$usage"; exit 0 ;;
+    --) shift; break ;;
     --*) echo "error: unknown option $1: $usage" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -41,7 +42,7 @@ if [ $# -ge 2 ]; then
   done
 fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
-venv=${VENV:-$repo/.venv}
+venv=$(absolute "${VENV:-$repo/.venv}")
 jax_version=$(sed -n 's/^jax==\([0-9.]*\).*/\1/p' "$repo/requirements.txt")
 if [ ! -x "$venv/bin/python" ]; then
   "${PYTHON:-python3}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
@@ -50,13 +51,18 @@ if [ ! -x "$venv/bin/python" ]; then
   }
   "${PYTHON:-python3}" -m venv "$venv"
 fi
-plugin="jax-cuda$cuda-plugin"
-installed=$("$venv/bin/python" -c "from importlib import metadata
-try: print(metadata.version('$plugin'))
-except metadata.PackageNotFoundError: pass")
-if [ "$installed" != "$jax_version" ]; then
+plugin="jax-cuda$cuda-plugin" other="jax-cuda$((25 - cuda))-plugin"
+versions=$("$venv/bin/python" -c "from importlib import metadata
+for name in ('$plugin', '$other'):
+    try: print(metadata.version(name))
+    except metadata.PackageNotFoundError: print('-')")
+if [ "$(echo "$versions" | sed -n 2p)" != - ]; then  # two CUDA plugins would both register
+  echo "gpu.sh: removing $other from $venv (CUDA=$cuda)" >&2
+  "$venv/bin/python" -m pip uninstall -q -y "$other" "jax-cuda$((25 - cuda))-pjrt"
+fi
+if [ "$(echo "$versions" | sed -n 1p)" != "$jax_version" ]; then
   echo "gpu.sh: installing requirements.txt and jax[cuda$cuda]==$jax_version into $venv" >&2
-  "$venv/bin/pip" install -q -r "$repo/requirements.txt" "jax[cuda$cuda]==$jax_version"
+  "$venv/bin/python" -m pip install -q -r "$repo/requirements.txt" "jax[cuda$cuda]==$jax_version"
 fi
 if [ $setup = 1 ]; then
   echo "gpu.sh: $venv is ready ($plugin $jax_version)" >&2
@@ -65,4 +71,4 @@ fi
 cd "$repo"
 require=(--require_platform=gpu)
 [ $allow_cpu = 1 ] && require=()
-exec "$venv/bin/python" -m iaat_jax.main "${require[@]}" "${args[@]}"
+exec "$venv/bin/python" -m iaat_jax.main ${require[@]+"${require[@]}"} "${args[@]}"

@@ -23,7 +23,6 @@ gone, checkpoints are in the workdir) until the launcher is run again: docs/laun
 """
 
 import argparse
-import dataclasses
 import importlib.util
 import os
 import re
@@ -33,13 +32,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tpu_worker beside this file
+from tpu_worker import (  # noqa: E402
+    CODE,
+    JOB,
+    STATUS_COMMAND,
+    STOP_COMMAND,
+    VENV,
+    WorkerStatus,
+    install_command,
+    job_script,
+    logs_command,
+    start_command,
+)
+
 REPO = Path(__file__).resolve().parent.parent
-JAX_VERSION = "0.10.2"  # requirements.txt's pin; jax[tpu] at the same version
-UV_VERSION = "0.13.9"  # uv from PyPI: the interpreter and the install
-PYTHON_VERSION = "3.11"  # the pins need >= 3.11; TPU images ship 3.10
-CODE, VENV, JOB = "iaat_jax", "iaat_jax_venv", "iaat_jax_job"  # directories in each worker's ~
 GONE_STATES = ("PREEMPTED", "TERMINATED", "NOT_FOUND")  # recreate the slice after these
 RUNTIME_IMAGES = {  # Cloud TPU runtime versions for JAX (cloud.google.com/tpu/docs/runtimes)
     "v2": "tpu-ubuntu2204-base",
@@ -50,8 +60,9 @@ RUNTIME_IMAGES = {  # Cloud TPU runtime versions for JAX (cloud.google.com/tpu/d
     "v5p": "v2-alpha-tpuv5",
     "v6e": "v2-alpha-tpuv6e",
 }
+ATTEMPTS = 10  # reads of the slice or the workers that may fail in a row before giving up
 
-# Runs a command: (argv, capture) -> (exit status, stdout).
+# Runs a command: (argv, capture) -> (exit status, stdout; on failure, stderr).
 Runner = Callable[[list[str], bool], tuple[int, str]]
 
 
@@ -76,128 +87,6 @@ def workers_of(accelerator_type: str) -> int:
     return max(count // 8, 1)
 
 
-@dataclasses.dataclass
-class WorkerStatus:
-    """One worker's job: `state` is none, running, lost (gone without an exit status),
-    exited (`exit_status` set), stopped (a checkpoint saved on SIGTERM) or unknown."""
-
-    state: str
-    exit_status: int | None = None
-    workdir: str = ""
-    last_line: str = ""
-    stop_requested: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> "WorkerStatus":
-        """The status command's line: STATE<TAB>WORKDIR<TAB>LAST LOG LINE (state 'unknown'
-        where the output has no such line)."""
-        lines = [line for line in text.split("\n") if line.count("\t") >= 2]
-        if not lines:
-            return cls("none" if text.strip() == "none" else "unknown")
-        state, workdir, last_line = lines[-1].split("\t", 2)
-        stop_requested = state.endswith("+stop_requested")
-        state = state.removesuffix("+stop_requested")
-        exit_status = None
-        if re.fullmatch(r"exit:\d+", state):
-            exit_status, state = int(state[5:]), "exited"
-        if state not in ("running", "lost", "exited", "stopped"):
-            state = "unknown"
-        return cls(state, exit_status, workdir, last_line, stop_requested)
-
-
-def install_command() -> str:
-    """Unpack the shipped tree, get uv (pip --user, on the image's python3 whatever its
-    version), a venv with Python 3.11 (uv finds one or downloads it) and the pins plus jax[tpu]
-    into it, then check the interpreter. Runs on every worker."""
-    uv, python = "~/.local/bin/uv", f"~/{VENV}/bin/python"
-    check = (
-        "import sys, jax; v = sys.version.split()[0]; ok = sys.version_info >= (3, 11); "
-        'print(f"iaat_jax: Python {v}, jax {jax.__version__}" if ok else '
-        'f"error: the venv has Python {v}; the pins need >= 3.11"); sys.exit(0 if ok else 1)'
-    )
-    return " && ".join(
-        [
-            f"rm -rf ~/{CODE} && mkdir -p ~/{CODE} && tar -xzf ~/{CODE}.tgz -C ~/{CODE}",
-            f"python3 -m pip install --user --quiet --disable-pip-version-check uv=={UV_VERSION}",
-            f"{uv} venv --quiet --allow-existing --python {PYTHON_VERSION} ~/{VENV}",
-            f"{uv} pip install --quiet --python {python} -r ~/{CODE}/requirements.txt "
-            f"'jax[tpu]=={JAX_VERSION}'",
-            f"{python} -c {shlex.quote(check)}",
-        ]
-    )
-
-
-def job_script(train_argv: list[str], remote_log: str, copy_seconds: int) -> str:
-    """run.sh: training, its log (copied to the workdir every `copy_seconds` and at the end)
-    and its outcome in ~/iaat_jax_job/exit_status: a number, or 'stopped' when it saved a
-    checkpoint on SIGTERM (a maintenance event or --stop) and should be resumed."""
-    return "\n".join(
-        [
-            "#!/usr/bin/env bash",
-            "# iaat_jax training, detached from the ssh session that started it (setsid nohup)",
-            f"job=~/{JOB}; log=$job/train.log",
-            f'copy_log() {{ gcloud storage cp --quiet "$log" {shlex.quote(remote_log)}'
-            " > /dev/null 2>&1 || true; }",
-            f"( while sleep {copy_seconds}; do copy_log; done ) &",
-            "copier=$!",
-            f"cd ~/{CODE}",
-            f'{shlex.join(train_argv)} >> "$log" 2>&1 &',
-            'echo $! > "$job/train_pid"',
-            'wait "$(cat "$job/train_pid")"; status=$?',
-            'kill "$copier" 2>/dev/null; copy_log',
-            'if [ "$status" = 0 ] && tail -n 5 "$log" | grep -q "^stopped by "; then',
-            "  status=stopped",
-            "fi",
-            'echo "$status" > "$job/exit_status"',
-        ]
-    )
-
-
-def start_command(worker: int, workdir: str, script: str) -> str:
-    """Start run.sh detached on one worker, unless a job already runs there."""
-    return "\n".join(
-        [
-            f"mkdir -p ~/{JOB} && cd ~/{JOB} || exit 1",
-            'if [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then',
-            f'  echo "iaat_jax: worker {worker} already runs a job (pid $(cat pid))"; exit 0',
-            "fi",
-            "rm -f exit_status stop_requested train_pid",
-            "[ -f train.log ] && mv train.log train.previous.log  # the last job's, also in gs://",
-            f"printf '%s\\n' {shlex.quote(workdir)} > workdir",
-            "cat > run.sh <<'IAAT_JAX_RUN'",
-            script,
-            "IAAT_JAX_RUN",
-            "setsid nohup bash run.sh > /dev/null 2>&1 < /dev/null &",
-            "echo $! > pid",
-            f'echo "iaat_jax: worker {worker} started (pid $!)"',
-        ]
-    )
-
-
-STATUS_COMMAND = "\n".join(
-    [
-        f"cd ~/{JOB} 2>/dev/null || {{ echo none; exit 0; }}",
-        'if [ -f exit_status ]; then state="exit:$(cat exit_status)"',
-        '  [ "$(cat exit_status)" = stopped ] && state=stopped',
-        'elif [ -f pid ] && kill -0 "$(cat pid)" 2>/dev/null; then state=running',
-        "else state=lost; fi",
-        '[ -f stop_requested ] && state="$state+stop_requested"',
-        # the last non-empty line; a progress bar's carriage returns count as line ends
-        "last=$(tail -c 4000 train.log 2>/dev/null | tr '\\r\\t' '\\n ' | grep -v '^ *$'"
-        " | tail -n 1)",
-        'printf \'%s\\t%s\\t%s\\n\' "$state" "$(cat workdir 2>/dev/null)" "$last"',
-    ]
-)
-STOP_COMMAND = (
-    f"cd ~/{JOB} 2>/dev/null && touch stop_requested && "
-    'kill -TERM "$(cat train_pid)" 2>/dev/null; echo "iaat_jax: stop requested"'
-)
-
-
-def logs_command(lines: int) -> str:
-    return f"tail -n {lines} ~/{JOB}/train.log 2>/dev/null || echo '(no log yet)'"
-
-
 class Launcher:
     """The gcloud steps of one training job on a TPU VM slice."""
 
@@ -209,6 +98,8 @@ class Launcher:
         self.workers = workers_of(args.accelerator_type)
         self.log_dir = Path(args.log_dir or f"launch_logs/{args.name}")
         self.installed = False
+        self.archive: Path | None = None  # the tree shipped by this invocation, built once
+        self.parallel = not args.dry_run  # the workers in parallel; a dry run prints in order
 
     def gcloud(self, *argv: str, capture: bool = False) -> tuple[int, str]:
         return self.runner(["gcloud", "compute", "tpus", "tpu-vm", *argv, *self.where], capture)
@@ -218,24 +109,44 @@ class Launcher:
             "ssh", self.args.name, f"--worker={worker}", f"--command={command}", capture=capture
         )
 
+    def each_worker(self, command: Callable[[int], str], capture=False) -> list[tuple[int, str]]:
+        """ssh to every worker at once (one at a time in a dry run), answers in worker order."""
+        calls = [lambda w=w: self.ssh(w, command(w), capture) for w in range(self.workers)]
+        if not self.parallel:
+            return [call() for call in calls]
+        with ThreadPoolExecutor(max_workers=min(self.workers, 32)) as pool:
+            return list(pool.map(lambda call: call(), calls))
+
     def say(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     # The slice.
 
     def state(self) -> str:
-        """READY, CREATING, PREEMPTED, ... or NOT_FOUND."""
+        """READY, CREATING, PREEMPTED, ..., NOT_FOUND, or UNREACHABLE (describe failed for
+        another reason: a network error is not a preemption)."""
         status, out = self.gcloud("describe", self.args.name, "--format=value(state)", capture=True)
-        return out.strip() if status == 0 and out.strip() else "NOT_FOUND"
+        if status == 0 and out.strip():
+            return out.strip()
+        return "NOT_FOUND" if "not_found" in out.lower().replace(" ", "_") else "UNREACHABLE"
 
     def settled_state(self) -> str:
         """READY or one of GONE_STATES, waiting through CREATING, RESTARTING, REPAIRING..."""
+        unreachable = 0
         while (state := self.state()) not in ("READY", *GONE_STATES):
+            if state in ("STOPPED", "STOPPING"):
+                raise SystemExit(
+                    f"error: TPU {self.args.name} is {state}: start it (gcloud compute tpus "
+                    "tpu-vm start) or delete it, then rerun"
+                )
+            unreachable = unreachable + 1 if state == "UNREACHABLE" else 0
+            if unreachable >= ATTEMPTS:
+                raise SystemExit(f"error: gcloud cannot describe TPU {self.args.name}: see above")
             self.say(f"TPU {self.args.name} is {state}: waiting")
             self.sleep(self.args.poll_seconds)
         return state
 
-    def create(self) -> None:
+    def create(self) -> bool:
         spot = ["--spot"] if self.args.spot else []
         status, _ = self.gcloud(
             "create",
@@ -245,7 +156,8 @@ class Launcher:
             *spot,
         )
         if status:
-            raise SystemExit(f"error: could not create TPU {self.args.name} (exit {status})")
+            self.say(f"could not create TPU {self.args.name} (exit {status})")
+        return status == 0
 
     def delete(self) -> None:
         self.gcloud("delete", self.args.name, "--quiet")
@@ -253,14 +165,22 @@ class Launcher:
     # The job.
 
     def install(self) -> None:
-        """Ship the working tree as it is (untracked files included, ignored ones not) to every
-        worker and install it there."""
-        archive = Path(tempfile.gettempdir()) / f"{CODE}-{self.args.name}.tgz"
-        tree = working_tree()
-        self.runner(
-            ["git", "-C", str(REPO), "archive", "--format=tar.gz", "-o", str(archive), tree], False
+        """Ship the working tree as it was when this launcher started (untracked files
+        included, ignored ones not) to every worker and install it there."""
+        if self.archive is None:
+            archive = Path(tempfile.gettempdir()) / f"{CODE}-{self.args.name}.tgz"
+            git = ["git", "-C", str(REPO), "archive", "--format=tar.gz", "-o", str(archive)]
+            if self.runner([*git, working_tree()], False)[0]:
+                raise SystemExit(f"error: git archive of {REPO} failed")
+            self.archive = archive
+        status, _ = self.gcloud(
+            "scp", str(self.archive), f"{self.args.name}:{CODE}.tgz", "--worker=all"
         )
-        self.gcloud("scp", str(archive), f"{self.args.name}:{CODE}.tgz", "--worker=all")
+        if status:
+            raise SystemExit(
+                f"error: copying the code to {self.args.name} failed (exit {status}): if gcloud "
+                "names an ssh key, run ssh-add ~/.ssh/google_compute_engine and rerun"
+            )
         status, _ = self.ssh("all", install_command())
         if status:
             raise SystemExit(
@@ -283,59 +203,74 @@ class Launcher:
         ]
 
     def start(self) -> None:
-        """Start the job, detached, on every worker; each copies its log to the workdir."""
+        """Start the job, detached, on every worker at once; each copies its log to the
+        workdir."""
         started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        for worker in range(self.workers):
+
+        def command(worker: int) -> str:
             remote_log = f"{self.args.workdir}/launch_logs/{started}-worker-{worker}.log"
             script = job_script(self.train_argv(), remote_log, self.args.log_copy_seconds)
-            status, _ = self.ssh(worker, start_command(worker, self.args.workdir, script))
+            return start_command(worker, self.args.workdir, script)
+
+        for worker, (status, _) in enumerate(self.each_worker(command)):
             if status:
                 raise SystemExit(f"error: starting on worker {worker} failed (exit {status})")
         self.say(
             f"training on {self.workers} workers, detached: stopping this launcher does not "
-            f"stop it (rerun this command to re-attach; --status, --logs)"
+            "stop it (rerun this command to re-attach; --status, --logs)"
         )
 
     def statuses(self) -> list[WorkerStatus] | None:
-        """Each worker's job, or None where a worker cannot be reached."""
-        found = []
-        for worker in range(self.workers):
-            status, out = self.ssh(worker, STATUS_COMMAND, capture=True)
-            if status:
-                return None
-            found.append(WorkerStatus.parse(out))
-        return found
+        """Each worker's job, or None where a worker cannot be reached or read."""
+        found = [
+            WorkerStatus.parse(out) if status == 0 else WorkerStatus("unknown")
+            for status, out in self.each_worker(lambda _: STATUS_COMMAND, capture=True)
+        ]
+        return None if any(w.state == "unknown" for w in found) else found
+
+    def read_statuses(self) -> list[WorkerStatus]:
+        """statuses(), asked again while ssh fails (a slice being set up, a network error)."""
+        for _ in range(ATTEMPTS):
+            if (found := self.statuses()) is not None:
+                return found
+            self.sleep(self.args.poll_seconds)
+        raise SystemExit(f"error: cannot read the jobs on {self.args.name} (ssh): see above")
 
     def wait_for_job(self) -> str:
-        """Poll until the job ends: finished, failed, stopped (SIGTERM; resume it), requested
-        (stopped by --stop) or gone (the slice was preempted)."""
-        last = None
+        """Poll until the job ends: finished, failed, stopped (SIGTERM or a restarted VM:
+        resume it), requested (stopped by --stop) or gone (the slice was preempted)."""
+        last, unreadable = None, 0
         while True:
             self.sleep(self.args.poll_seconds)
             state = self.state()
             if state in GONE_STATES:
                 return "gone"
             workers = self.statuses() if state == "READY" else None
-            if workers is None or any(w.state == "unknown" for w in workers):
-                continue  # restarting, or ssh failed: ask again
+            if workers is None:  # restarting, or ssh failed: ask again, not for ever
+                unreadable += 1
+                if unreadable >= ATTEMPTS * 6:
+                    raise SystemExit(f"error: TPU {self.args.name} stayed {state}: see above")
+                continue
+            unreadable = 0
             if workers[0].last_line != last and workers[0].last_line:
                 last = workers[0].last_line
                 self.say(f"worker 0: {last}")
-            if any(w.state == "running" for w in workers):
-                continue
-            if self.state() in GONE_STATES:  # the workers died with their slice
+            failed = [(i, w) for i, w in enumerate(workers) if w.exit_status not in (None, 0)]
+            if failed and self.state() in GONE_STATES:  # they died with their slice
                 return "gone"
-            failed = [(i, w) for i, w in enumerate(workers) if w.state in ("lost", "none")]
-            failed += [(i, w) for i, w in enumerate(workers) if w.exit_status not in (None, 0)]
             for worker, status in failed:
-                why = f"exit {status.exit_status}" if status.state == "exited" else status.state
                 print(
-                    f"error: worker {worker}'s training ended ({why}): {status.last_line}",
+                    f"error: worker {worker}'s training failed (exit {status.exit_status}): "
+                    f"{status.last_line}",
                     file=sys.stderr,
                 )
             if failed:
                 return "failed"
-            if any(w.state == "stopped" for w in workers):
+            if any(w.state == "running" for w in workers):
+                continue
+            if self.state() in GONE_STATES:
+                return "gone"
+            if any(w.state in ("stopped", "lost", "none") for w in workers):
                 return "requested" if any(w.stop_requested for w in workers) else "stopped"
             return "finished"
 
@@ -349,8 +284,7 @@ class Launcher:
             )
 
     def stop_workers(self) -> None:
-        for worker in range(self.workers):
-            self.ssh(worker, STOP_COMMAND)
+        self.each_worker(lambda _: STOP_COMMAND)
 
     def run(self) -> int:
         """Create or reuse the slice, install, start (or re-attach); recreate after a
@@ -362,11 +296,17 @@ class Launcher:
                 if state != "NOT_FOUND":
                     self.say(f"TPU {self.args.name} is {state}: deleting and recreating it")
                     self.delete()
-                self.create()
+                if not self.create():
+                    restarts += 1
+                    if restarts > self.args.max_retries:
+                        print(f"error: gave up after {restarts - 1} restarts", file=sys.stderr)
+                        return 1
+                    self.sleep(self.args.poll_seconds)
+                    continue
                 self.install()
                 self.start()
             else:
-                workers = self.statuses() or []
+                workers = self.read_statuses()
                 running = [w for w in workers if w.state == "running"]
                 others = {w.workdir for w in running} - {self.args.workdir}
                 if others:
@@ -384,9 +324,10 @@ class Launcher:
                     self.start()
             outcome = self.wait_for_job()
             if outcome in ("finished", "failed", "requested"):
-                self.fetch_logs()
                 if outcome == "failed":
                     self.stop_workers()
+                self.fetch_logs()
+                if outcome == "failed":
                     print(f"error: training failed: logs in {self.log_dir}", file=sys.stderr)
                     return 1
                 if self.args.dry_run:
@@ -401,7 +342,7 @@ class Launcher:
             if restarts > self.args.max_retries:
                 print(f"error: gave up after {self.args.max_retries} restarts", file=sys.stderr)
                 return 1
-            why = "was preempted" if outcome == "gone" else "stopped on SIGTERM"
+            why = "was preempted" if outcome == "gone" else "stopped on SIGTERM or a VM restart"
             self.say(f"the job {why} (restart {restarts} of at most {self.args.max_retries})")
 
     def show_status(self) -> int:
@@ -409,8 +350,8 @@ class Launcher:
         print(f"TPU {self.args.name}: {state}")
         if state != "READY":
             return 0 if state in GONE_STATES else 1
-        for worker in range(self.workers):
-            status, out = self.ssh(worker, STATUS_COMMAND, capture=True)
+        answers = self.each_worker(lambda _: STATUS_COMMAND, capture=True)
+        for worker, (status, out) in enumerate(answers):
             line = WorkerStatus.parse(out) if status == 0 else WorkerStatus("unreachable")
             what = f"exit {line.exit_status}" if line.state == "exited" else line.state
             print(f"worker {worker}: {what} {line.workdir} | {line.last_line}")
@@ -541,9 +482,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def run_command(argv: list[str], capture: bool) -> tuple[int, str]:
     result = subprocess.run(argv, capture_output=capture, text=True)
-    if capture and result.returncode and result.stderr.strip():
+    if not capture:
+        return result.returncode, ""
+    if result.returncode and result.stderr.strip():
         print(result.stderr.strip().splitlines()[-1], file=sys.stderr)
-    return result.returncode, result.stdout if capture else ""
+        return result.returncode, result.stderr
+    return result.returncode, result.stdout
 
 
 class DryRun:
@@ -561,7 +505,7 @@ class DryRun:
             print("  REMOTE:\n" + "\n".join(f"  | {line}" for line in remote[0][10:].split("\n")))
         self.created |= "create" in argv
         if "describe" in argv:
-            return (0, "READY\n") if self.created else (1, "")
+            return (0, "READY\n") if self.created else (1, "NOT_FOUND")
         if any(a == f"--command={STATUS_COMMAND}" for a in argv):
             return 0, "exit:0\t\t(dry run)\n"
         return 0, ""

@@ -4,8 +4,10 @@ arguments, the probe study's runs and the Colab notebook, run headless."""
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -85,20 +87,23 @@ class ScriptedCloud:
             workdir,
             [],
         )
-        self.asked = 0
+        self.asked, self.lock = set(), threading.Lock()
 
     def __call__(self, argv, capture):
-        self.commands.append(argv)
-        if "describe" in argv:
-            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-            return (1, "") if state == "NOT_FOUND" else (0, state + "\n")
-        if f"--command={tpu_pod.STATUS_COMMAND}" in argv:
-            worker = int(next(a for a in argv if a.startswith("--worker="))[9:])
-            poll = self.polls[0]
-            if worker == 3:  # one poll asks every worker
-                self.polls.pop(0) if len(self.polls) > 1 else None
-            return 0, f"{poll[worker]}\t{self.workdir}\tstep {self.asked}\n"
-        return 0, ""
+        with self.lock:  # the launcher asks the workers in parallel
+            self.commands.append(argv)
+            if "describe" in argv:
+                state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+                return (1, "ERROR: NOT_FOUND") if state == "NOT_FOUND" else (0, state + "\n")
+            if f"--command={tpu_pod.STATUS_COMMAND}" in argv:
+                worker = int(next(a for a in argv if a.startswith("--worker="))[9:])
+                if worker in self.asked:  # a new poll
+                    self.asked.clear()
+                    if len(self.polls) > 1:
+                        self.polls.pop(0)
+                self.asked.add(worker)
+                return 0, f"{self.polls[0][worker]}\t{self.workdir}\tstep\n"
+            return 0, ""
 
     def verbs(self):
         """create / delete / install / start / stop, in order (describe, polls, scp left out)."""
@@ -158,7 +163,7 @@ def test_a_failing_worker_stops_the_job_and_restarts_are_bounded(capsys):
     )
     assert launch(failing) == 1
     assert failing.verbs() == ["install", *["start"] * 4, *["stop"] * 4]
-    assert "error: worker 1's training ended (exit 1): step" in capsys.readouterr().err
+    assert "error: worker 1's training failed (exit 1): step" in capsys.readouterr().err
     always_preempted = ScriptedCloud(
         ["NOT_FOUND"] + ["READY", "PREEMPTED", "PREEMPTED"] * 9, [RUNNING]
     )
@@ -252,9 +257,10 @@ def test_the_shipped_tree_is_the_working_tree_untracked_files_included(tmp_path,
     assert status.stdout.split() == ["M", "config.py", "??", "new.py"]  # the index is untouched
 
 
-def run_job(tmp_path, train_command):
+def run_job(tmp_path, train_command, signal_job=False):
     """The launcher's start command for one worker, run here (HOME=tmp_path), with a stand-in
-    gcloud that copies the log; returns the status command's reading once the job is done."""
+    gcloud that copies the log; `signal_job` sends SIGTERM to the whole job once it runs (as a
+    VM shutdown does). Returns the status command's reading once the job is done."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "gcloud").write_text(
@@ -269,13 +275,20 @@ def run_job(tmp_path, train_command):
     started = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True)
     assert "started (pid" in started.stdout
     again = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True)
-    for _ in range(100):
+    job = tmp_path / "iaat_jax_job"
+    if signal_job:
+        for _ in range(100):
+            if (job / "train.log").exists() and "training" in (job / "train.log").read_text():
+                break
+            time.sleep(0.05)
+        os.killpg(int((job / "pid").read_text()), signal.SIGTERM)
+    for _ in range(200):
         status = subprocess.run(
             ["bash", "-c", tpu_pod.STATUS_COMMAND], env=env, capture_output=True, text=True
         )
         found = tpu_pod.WorkerStatus.parse(status.stdout)
         if found.state != "running":
-            return found, again.stdout, (tmp_path / "bucket" / "launch_logs" / "worker-0.log")
+            return found, again.stdout, tmp_path / "bucket" / "launch_logs" / "worker-0.log"
         time.sleep(0.1)
     raise AssertionError("the job did not end")
 
@@ -285,8 +298,21 @@ def test_the_detached_job_records_its_exit_status_and_copies_its_log(tmp_path):
     assert "already runs a job" in again  # started once, not twice
     assert (found.state, found.exit_status, found.workdir) == ("exited", 3, "gs://bucket/run")
     assert found.last_line == "epoch 1" and copied.read_text() == "epoch 1\n"
-    stopped, _, _ = run_job(tmp_path / "b", "echo 'stopped by SIGTERM at step 3: ...'; exit 0")
+    stopped, _, _ = run_job(tmp_path / "b", "echo 'stopped by SIGTERM at step 3: ...'; echo x")
     assert stopped.state == "stopped"  # a checkpoint saved on a signal: to be resumed
+
+
+@pytest.mark.parametrize("handles_it", [True, False])
+def test_a_sigterm_to_the_whole_job_reaches_training_and_is_resumable(tmp_path, handles_it):
+    """A VM shutdown signals every process of the job: run.sh passes SIGTERM on and waits, so
+    training saves its checkpoint (or dies of the signal) and the outcome is 'stopped'."""
+    trainer = "echo training; sleep 30 & wait"
+    if handles_it:
+        trainer = "trap 'echo \"stopped by SIGTERM at step 3: saved\"; exit 0' TERM; " + trainer
+    found, _, copied = run_job(tmp_path, trainer, signal_job=True)
+    assert found.state == "stopped", found
+    if handles_it:
+        assert "stopped by SIGTERM" in copied.read_text()  # the final log copy was made
 
 
 def recording_python(tmp_path):
@@ -521,22 +547,23 @@ def test_the_device_benchmark_prints_every_record_it_promises(tmp_path):
     assert policies["global"] > policies["local"] >= policies["running"] > 0
 
 
-def gpu_venv(tmp_path, real_python: bool):
-    """A VENV for launch/gpu.sh: its pip records what it would install (nothing is
-    downloaded); its python is this test's own (JAX on the CPU, no CUDA plugin) or a recorder."""
+def gpu_venv(tmp_path, real_python: bool, installed: str = ""):
+    """A VENV for launch/gpu.sh whose `python -m pip` records what it would do (nothing is
+    downloaded); otherwise its python is this test's own (JAX on the CPU, no CUDA plugin) or,
+    where not `real_python`, a recorder whose plugin check reports `installed` (two lines)."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     calls = tmp_path / "calls.txt"
-    pip = venv / "bin" / "pip"
-    pip.write_text(f'#!/usr/bin/env bash\necho "pip $*" >> {calls}\n')
     python = venv / "bin" / "python"
+    pip = f'if [ "$1 $2" = "-m pip" ]; then shift 2; echo "pip $*" >> {calls}; exit 0; fi\n'
     if real_python:
-        python.write_text(f'#!/usr/bin/env bash\nexec {sys.executable} "$@"\n')
-    else:  # the plugin check finds nothing; training records its arguments
+        python.write_text(f'#!/usr/bin/env bash\n{pip}exec {sys.executable} "$@"\n')
+    else:  # the plugin check answers `installed`; training records its arguments
+        check = f"printf '%s\\n' {installed or '- -'}"
         python.write_text(
-            f'#!/usr/bin/env bash\n[ "$1" = -c ] && exit 0\necho "python $*" >> {calls}\n'
+            f'#!/usr/bin/env bash\n{pip}[ "$1" = -c ] && {{ {check}; exit 0; }}\n'
+            f'echo "python $*" >> {calls}\n'
         )
-    pip.chmod(0o755)
     python.chmod(0o755)
     return venv, calls
 
@@ -592,10 +619,12 @@ def test_gpu_script_resolves_paths_from_the_callers_directory_and_picks_the_cuda
     )  # --allow_cpu: no --require_platform
 
 
-def test_gpu_script_setup_only_installs(tmp_path):
-    venv, calls = gpu_venv(tmp_path, real_python=False)
+def test_gpu_script_setup_only_installs_and_swaps_the_cuda_major(tmp_path):
+    venv, calls = gpu_venv(tmp_path, real_python=False, installed="0.10.2 0.10.2")
     assert run_gpu_script(tmp_path, venv, "--setup").returncode == 0
-    assert [line.split()[0] for line in calls.read_text().splitlines()] == ["pip"]
+    assert calls.read_text().splitlines() == [  # cuda13 present; cuda12 too: removed
+        "pip uninstall -q -y jax-cuda12-plugin jax-cuda12-pjrt"
+    ]
     bad = run_gpu_script(tmp_path, venv, "--setup", CUDA="11")
     assert bad.returncode == 2 and "CUDA=11" in bad.stderr
 

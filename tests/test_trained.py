@@ -37,11 +37,19 @@ def test_a_loaded_run_predicts_what_its_evaluation_measured(trained_runs):
     assert classifier.config.method == "iaat"
     with pytest.raises(ValueError, match=r"do not fit this model: pass \[batch, 28, 28, 1\]"):
         classifier.predict(images[:2, :14])
+    # the README's helper reads the same digits; uint8 is divided by 255; 0-255 floats refused
+    split_images, split_labels = trained.load_test_split("mnist5k", classifier.config.data_dir)
+    np.testing.assert_array_equal(split_images, images)
+    np.testing.assert_array_equal(split_labels, labels)
+    digits = np.round(images[:16] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(classifier.predict(digits), classifier.predict(images[:16]))
+    with pytest.raises(ValueError, match=r"values in \[0, 255\]; the model takes \[0, 1\]"):
+        classifier.predict(digits.astype(np.float32))
 
 
 def test_loading_a_workdir_without_a_run_or_a_step_is_one_clear_error(trained_runs, tmp_path):
-    with pytest.raises(ConfigError, match="holds no training run"):
-        load(str(tmp_path))
+    with pytest.raises(ConfigError, match="holds no training run .*: pass the directory a run"):
+        load(str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="no checkpoint at step 3 .* steps 50"):
         load(str(trained_runs["iaat"][0]), step=3)
 
