@@ -66,17 +66,32 @@ def test_every_flag_and_config_field_in_a_command_exists(help_texts):
     assert not wrong, wrong
 
 
-def test_every_file_a_page_names_or_links_exists():
-    missing = []
+def test_every_file_a_page_names_or_links_exists_and_is_not_ignored():
+    """Every link, and every repository path a page names (configs/, launch/, iaat_jax/,
+    tests/, docs/; files and folders), is in the repository, and .gitignore keeps none of them
+    out of it (the regime study's runs were lost that way)."""
+    missing, named = [], set()
     for page in PAGES:
         text = page.read_text()
         for link in re.findall(r"\]\(([^)#\s]+)\)", text):
-            if "://" not in link and not (page.parent / link).exists():
-                missing.append(f"{page.name}: link {link}")
-        for path in re.findall(r"(?<![\w/.])((?:configs|launch|iaat_jax|tests)/[\w/]+\.\w+)", text):
-            if not (REPO / path).exists():
-                missing.append(f"{page.name}: {path}")
+            if "://" not in link:
+                path = (page.parent / link).resolve()
+                named.add(path)
+                if not path.exists():
+                    missing.append(f"{page.name}: link {link}")
+        pattern = r"(?<![\w/.~-])((?:configs|launch|iaat_jax|tests|docs)/[\w/.-]*[\w/])"
+        for path in re.findall(pattern, text):
+            if path.endswith("/") or "." in path.rsplit("/", 1)[-1]:  # a folder or a file
+                named.add((REPO / path).resolve())  # configs/ is a link to iaat_jax/configs/
+                if not (REPO / path).exists():
+                    missing.append(f"{page.name}: {path}")
     assert not missing, missing
+    inside = sorted(str(p.relative_to(REPO)) for p in named if p.is_relative_to(REPO))
+    check = subprocess.run(
+        ["git", "check-ignore", "--no-index", *inside], cwd=REPO, capture_output=True, text=True
+    )
+    assert check.returncode in (0, 1), check.stderr  # 1: none ignored; 128: git failed
+    assert not check.stdout.split(), f"named by the docs, ignored by .gitignore: {check.stdout}"
 
 
 def test_the_readme_is_a_guide_not_a_notebook():
