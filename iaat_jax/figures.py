@@ -1,6 +1,8 @@
 """The report's figures (paper Figs 2-5), drawn from loaded runs; see iaat_jax.report."""
 
+import dataclasses
 import itertools
+from typing import Any
 
 import matplotlib
 
@@ -8,8 +10,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from iaat_jax.runs import Run, differing_settings, group_by_setting, measure_name  # noqa: E402
+from iaat_jax.runs import (  # noqa: E402
+    Run,
+    differing_settings,
+    group_by_setting,
+    measure_name,
+    setting_of,
+)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -41,80 +50,116 @@ def _group_point(group: list[Run], test_epsilon: float, suite: str | None):
     return float(robust.mean()), float(clean.mean()), spread(robust), spread(clean)
 
 
+METHOD_NAMES = {"iaat": "IAAT", "pgd": "PGD-AT", "trades": "TRADES", "clean": "clean training"}
+METHOD_STYLES = {  # marker, size and the colour of a method's first setting
+    "iaat": ("*", 14, "tab:red"),
+    "clean": ("s", 8, "tab:gray"),
+    "pgd": ("o", 7, "tab:blue"),
+    "trades": ("D", 8, "tab:green"),
+}
+FURTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How every figure of a report draws one setting: its name, colour and marker."""
+
+    label: str
+    colour: Any
+    marker: str = "o"
+    size: int = 8
+
+
+def setting_styles(runs: list[Run]) -> dict[str, Style]:
+    """One name and one colour per setting (keyed by runs.setting_of), for every figure
+    of a report: a method's first setting in its own colour, PGD-AT's radii in shades of blue
+    (light to dark with the radius), any further setting in a colour of its own."""
+    groups = group_by_setting(runs)
+    pgd_radii = sorted({g[0].train_epsilon for g in groups if g[0].method == "pgd"})
+    blues = plt.cm.Blues(np.linspace(0.45, 0.95, max(len(pgd_radii), 1)))
+    further, first_of_method, styles = itertools.cycle(FURTHER_COLOURS), {}, {}
+    for group in groups:
+        method = group[0].method
+        marker, size, colour = METHOD_STYLES.get(method, ("o", 8, "k"))
+        if method == "pgd":
+            colour = blues[pgd_radii.index(group[0].train_epsilon)]
+        elif method in first_of_method:
+            colour = next(further)
+        style = Style(_setting_label(group[0], len(group), first_of_method), colour, marker, size)
+        styles[setting_of(group[0])] = style
+    return styles
+
+
+def style_of(run: Run, styles: dict[str, Style]) -> Style:
+    """The style of the setting `run` belongs to."""
+    return styles[setting_of(run)]
+
+
 def plot_pareto(
-    runs: list[Run], test_epsilon: float, out: epath.Path, warn, suite: str | None = None
+    runs: list[Run],
+    test_epsilon: float,
+    out: epath.Path,
+    warn,
+    suite: str | None = None,
+    styles: dict[str, Style] | None = None,
 ) -> list[str]:
     """pareto.png; returns a line per IAAT setting saying whether it is beyond the frontier.
+    Draws nothing (and returns no verdicts) where no run has the accuracy to draw.
 
     A setting run with several seeds is drawn at its mean with one-standard-deviation bars,
     each seed as a small dot (a run that did not train included); the frontier joins the
     non-dominated fixed-radius means.
     """
-    figure, axis = plt.subplots(figsize=(6, 5))
-    pgd, iaat, verdicts = [], [], []
-    style = {
-        "iaat": ("*", 14, "tab:red"),
-        "clean": ("s", 8, "tab:gray"),
-        "pgd": ("o", 7, "tab:blue"),
-        "trades": ("D", 8, "tab:green"),
-    }
-    first_of_method: dict[str, Run] = {}
-    further_colors = itertools.cycle(
-        ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "k")
-    )
-    drawn_methods = set()
+    styles = styles or setting_styles(runs)
+    drawn = []  # (group, point)
     for group in group_by_setting(runs):
         point = _group_point(group, test_epsilon, suite)
-        missing = [r.name for r in group if r.robust_accuracy(test_epsilon, suite) is None]
+        missing = [
+            r.name for r in group if r.sweep and r.robust_accuracy(test_epsilon, suite) is None
+        ]
         if missing:
             warn(
                 f"pareto.png: {', '.join(missing)} lack {measure_name(suite)} at eps "
                 f"{test_epsilon:.4g}: left out"
             )
-        if point is None:
-            continue
-        method, seeds = group[0].method, len(group)
-        marker, size, color = style.get(method, ("o", 8, "k"))
-        if method != "pgd" and method in drawn_methods:  # a further setting: its own colour
-            color = next(further_colors)
-        drawn_methods.add(method)
-        name = group[0].name if seeds == 1 else f"{group[0].name} ({seeds} seeds)"
+        if point is not None:
+            drawn.append((group, point))
+    if not drawn:
+        return []
+    figure, axis = plt.subplots(figsize=(6.5, 5))
+    pgd, iaat, verdicts = [], [], []
+    for group, point in drawn:
+        style, seeds = style_of(group[0], styles), len(group)
         for run in group if seeds > 1 else ():
             clean, robust = run.clean_accuracy(), run.robust_accuracy(test_epsilon, suite)
             if clean is not None and robust is not None:
-                axis.plot(robust, clean, ".", color=color, alpha=0.4)
+                axis.plot(robust, clean, ".", color=style.colour, alpha=0.4)
         axis.errorbar(
             point[0],
             point[1],
             xerr=point[2],
             yerr=point[3],
-            fmt=marker,
-            markersize=size,
-            color=color,
-            label=None if method == "pgd" else _setting_label(group[0], seeds, first_of_method),
+            fmt=style.marker,
+            markersize=style.size,
+            color=style.colour,
+            label=style.label,
         )
-        if method == "pgd":
+        if group[0].method == "pgd":
             pgd.append(point)
-            axis.annotate(
-                f"eps {group[0].train_epsilon:.3g}",
-                (point[0], point[1]),
-                textcoords="offset points",
-                xytext=(5, -12),
-                fontsize=8,
-            )
-        elif method == "iaat":
-            iaat.append((name, point))
-    if pgd:
+        elif group[0].method == "iaat":
+            iaat.append((style.label, point))
+    if len(pgd) > 1:
         front = pareto_front([(p[0], p[1]) for p in pgd])
-        axis.plot([], [], "o", color="tab:blue", label="PGD-AT at a fixed eps")
-        if len(front) > 1:  # one setting is a point, not a line: no legend entry for it
+        if len(front) > 1:  # a single non-dominated setting is a point, not a line
             axis.plot(
                 [p[0] for p in front],
                 [p[1] for p in front],
                 "-",
                 color="tab:blue",
-                label="fixed-eps frontier (non-dominated runs)",
+                alpha=0.6,
+                label="PGD-AT frontier (non-dominated radii)",
             )
+    if pgd:
         pgd_clean_sd = max(p[3] for p in pgd)
         for name, (robust, clean, robust_sd, clean_sd) in iaat:
             gap = frontier_gap([(p[0], p[1]) for p in pgd], robust, clean)
@@ -127,13 +172,14 @@ def plot_pareto(
                 f"{test_epsilon:.4g} -> {where} the fixed-eps frontier ({gap:+.3f} clean "
                 f"accuracy{within})"
             )
-    else:
-        warn("pareto.png: no PGD run, so no frontier is drawn")
+    elif iaat:
+        warn("pareto.png: no evaluated PGD-AT run, so no frontier is drawn")
     axis.set(
         xlabel=f"robust accuracy at eps {test_epsilon:.4g}: {measure_name(suite)}",
         ylabel="clean accuracy",
-        title="Clean vs robust accuracy",
+        title="Clean vs robust accuracy (mean and sd over seeds; dots: seeds)",
     )
+    axis.title.set_fontsize(10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="best")
     figure.tight_layout()
@@ -143,34 +189,31 @@ def plot_pareto(
 
 
 def _setting_label(run: Run, seeds: int, first_of_method: dict[str, Run]) -> str:
-    """'IAAT eps 0.4', then what differs from the first setting of its method drawn (e.g.
+    """'IAAT eps 0.4', then what differs from the first setting of its method (e.g.
     'gamma=0.15'), then the seed count."""
-    what = (
-        "clean training"
-        if run.method == "clean"
-        else f"{run.method.upper()} eps {run.train_epsilon:.3g}"
-    )
+    name = METHOD_NAMES.get(run.method, run.method)
+    what = name if run.method == "clean" else f"{name} eps {run.train_epsilon:.3g}"
     first = first_of_method.setdefault(run.method, run)
     variant = differing_settings(run, first, ignore=("epsilon",)) if first is not run else ""
     what += f", {variant}" if variant else ""
     return what if seeds == 1 else f"{what} ({seeds} seeds)"
 
 
-def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
+def plot_robustness_curve(
+    runs: list[Run], out: epath.Path, styles: dict[str, Style] | None = None
+) -> bool:
     """robustness_curve.png: eval.json's worst case over the test radii, one line per setting
-    (its seeds' mean, a band of one standard deviation), a colour per setting."""
-    groups, first_of_method = [], {}
-    for group in group_by_setting(runs):
-        for run in group:
-            if not run.sweep:
-                warn(f"robustness_curve.png: {run.name} has no eval.json (run --mode=evaluate)")
-        group = [run for run in group if run.sweep]
-        if group:
-            groups.append(group)
+    (its seeds' mean, a band of one standard deviation); False, and nothing drawn, where no
+    run has an eval.json."""
+    styles = styles or setting_styles(runs)
+    groups = [[r for r in g if r.sweep] for g in group_by_setting(runs)]
+    groups = [g for g in groups if g]
+    if not groups:
+        return False
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    colours = plt.cm.tab10(np.arange(len(groups)) % 10)
     suites = sorted({a["suite"] for g in groups for r in g for a in r.sweep.get("autoattack", [])})
-    for group, colour in zip(groups, colours, strict=True):
+    for group in groups:
+        style = style_of(group[0], styles)
         curves = [
             {round(r["epsilon"], 6): r["robust_accuracy"] for r in run.sweep["worst_case"]}
             for run in group
@@ -178,11 +221,10 @@ def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
         radii = sorted(set.intersection(*(set(c) for c in curves)))
         values = np.array([[c[e] for e in radii] for c in curves])
         mean = values.mean(axis=0)
-        label = _setting_label(group[0], len(group), first_of_method)
-        axis.plot(radii, mean, "o-", color=colour, label=label)
+        axis.plot(radii, mean, "-", marker=style.marker, color=style.colour, label=style.label)
         if len(group) > 1:
             spread = values.std(axis=0, ddof=1)
-            axis.fill_between(radii, mean - spread, mean + spread, color=colour, alpha=0.2)
+            axis.fill_between(radii, mean - spread, mean + spread, color=style.colour, alpha=0.2)
     attacks = "PGD" + (f" and {', '.join(suites)} where it ran" if suites else "")
     axis.set(
         xlabel="test eps (L-inf)",
@@ -195,66 +237,89 @@ def plot_robustness_curve(runs: list[Run], out: epath.Path, warn) -> None:
     figure.tight_layout()
     figure.savefig(out / "robustness_curve.png", dpi=120)
     plt.close(figure)
+    return True
 
 
-def plot_epsilon_over_epochs(runs: list[Run], out: epath.Path, warn) -> None:
-    figure, (mean_axis, tracked_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+def plot_epsilon_over_epochs(
+    runs: list[Run], out: epath.Path, warn, styles: dict[str, Style] | None = None
+) -> bool:
+    """epsilon_over_epochs.png: each IAAT run's mean radius (p10-p90 band) per epoch, and its
+    first run's tracked examples, against the training eps; False where there is none."""
+    styles = styles or setting_styles(runs)
     iaat = [run for run in runs if run.method == "iaat" and run.epoch_evals]
     if not iaat:
         warn("epsilon_over_epochs.png: no IAAT run with per-epoch records")
+        return False
+    figure, (mean_axis, tracked_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
     for run in iaat:
         epochs = [r["epoch"] + 1 for r in run.epoch_evals]
-        line = mean_axis.plot(
-            epochs, [r["epsilon_mean"] for r in run.epoch_evals], "o-", label=f"{run.name} mean"
-        )[0]
+        style = style_of(run, styles)
+        label = f"{style.label.split(' (')[0]}, {run.name}"
+        mean_axis.plot(
+            epochs,
+            [r["epsilon_mean"] for r in run.epoch_evals],
+            "o-",
+            color=style.colour,
+            label=f"{label}: mean",
+        )
         if "epsilon_p10" in run.epoch_evals[0]:
             mean_axis.fill_between(
                 epochs,
                 [r["epsilon_p10"] for r in run.epoch_evals],
                 [r["epsilon_p90"] for r in run.epoch_evals],
-                color=line.get_color(),
-                alpha=0.2,
-                label=f"{run.name} p10-p90",
+                color=style.colour,
+                alpha=0.15,
             )
-    if iaat:
-        run = iaat[0]
-        epochs = [r["epoch"] + 1 for r in run.epoch_evals]
-        keys = sorted(
-            {k for r in run.epoch_evals for k in r if k.startswith("epsilon_id_")},
-            key=lambda k: int(k.rsplit("_", 1)[1]),
+    run = iaat[0]
+    epochs = [r["epoch"] + 1 for r in run.epoch_evals]
+    keys = sorted(
+        {k for r in run.epoch_evals for k in r if k.startswith("epsilon_id_")},
+        key=lambda k: int(k.rsplit("_", 1)[1]),
+    )
+    for key in keys:
+        tracked_axis.plot(
+            epochs,
+            [r.get(key, np.nan) for r in run.epoch_evals],
+            ".-",
+            label=f"id {key.rsplit('_', 1)[1]}",
         )
-        for key in keys:
-            tracked_axis.plot(
-                epochs,
-                [r.get(key, np.nan) for r in run.epoch_evals],
-                label=f"id {key.rsplit('_', 1)[1]}",
-            )
-        tracked_axis.set_title(f"radius of tracked training examples ({run.name})")
-        tracked_axis.legend(fontsize=7, ncol=2)
-    mean_axis.set(xlabel="epoch", ylabel="eps", title="mean radius over the training set")
-    tracked_axis.set(xlabel="epoch", ylabel="eps")
     for axis in (mean_axis, tracked_axis):
+        axis.axhline(run.train_epsilon, color="k", ls="--", lw=1, label="training eps")
         axis.grid(alpha=0.3)
-    if iaat:
-        mean_axis.legend(fontsize=7)
+        axis.set(xlabel="epoch", ylabel="eps")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    mean_axis.set_title("mean radius over the training set (band: p10-p90)", fontsize=10)
+    tracked_axis.set_title(f"radius of tracked training examples ({run.name})", fontsize=10)
+    mean_axis.legend(fontsize=7)
+    tracked_axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     figure.savefig(out / "epsilon_over_epochs.png", dpi=120)
     plt.close(figure)
+    return True
 
 
-def plot_epsilon_samples(run: Run, images: dict, out: epath.Path, count: int = 8) -> None:
-    """Training images with the `count` smallest and largest radii (Fig 2)."""
+def plot_epsilon_samples(
+    run: Run, images: dict, labels: np.ndarray, out: epath.Path, count: int = 8
+) -> None:
+    """Training images with the `count` smallest and largest radii (Fig 2), each titled with
+    its class and radius; a row says how many examples tie at its end."""
     order = np.argsort(run.table, kind="stable")
     rows = {"smallest eps": order[:count], "largest eps": order[::-1][:count]}
-    figure, axes = plt.subplots(2, count, figsize=(1.4 * count, 3.6))
+    figure, axes = plt.subplots(2, count, figsize=(1.4 * count, 3.9))
     for row, (title, ids) in enumerate(rows.items()):
+        end = run.table[ids[0]]
+        tied = int(np.sum(run.table == end))
+        if tied > count:
+            title += f"\n({tied} tied at {end:.3f};\n{count} shown, by id)"
         for column, example_id in enumerate(ids):
             axis = axes[row, column]
             image = images[int(example_id)]
             axis.imshow(
                 image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1
             )
-            axis.set_title(f"{run.table[example_id]:.3f}", fontsize=8)
+            axis.set_title(
+                f"class {labels[example_id]}\neps {run.table[example_id]:.3f}", fontsize=8
+            )
             axis.axis("off")
         axes[row, 0].text(
             -0.3,
@@ -264,7 +329,7 @@ def plot_epsilon_samples(run: Run, images: dict, out: epath.Path, count: int = 8
             rotation=90,
             va="center",
             ha="right",
-            fontsize=9,
+            fontsize=8,
         )
     figure.suptitle(f"Training examples by assigned radius ({run.name})")
     figure.tight_layout()
@@ -273,22 +338,30 @@ def plot_epsilon_samples(run: Run, images: dict, out: epath.Path, count: int = 8
 
 
 def plot_epsilon_histogram(run: Run, labels: np.ndarray, out: epath.Path) -> None:
-    """Final radii per class: one panel per class (10 or fewer), else per-class means."""
+    """Final radii per class: one panel per class (10 or fewer), else per-class means; the
+    dashed line is the training eps."""
     classes = np.unique(labels[labels >= 0])
-    bins = np.linspace(0, max(float(run.table.max()), 1e-6), 30)
+    top = max(float(run.table.max()), run.train_epsilon, 1e-6)
+    bins = np.linspace(0, top, 30)
     if len(classes) <= 10:
         figure, axes = plt.subplots(2, 5, figsize=(13, 5), sharex=True)
         for axis, label in zip(axes.flat, classes, strict=False):
             axis.hist(run.table[labels == label], bins=bins, color="tab:red", alpha=0.8)
+            axis.axvline(run.train_epsilon, color="k", ls="--", lw=1)
             axis.set_title(f"class {label}", fontsize=9)
         for axis in axes[-1]:
             axis.set_xlabel("eps")
+        for axis in axes[:, 0]:
+            axis.set_ylabel("training examples")
     else:
         figure, axis = plt.subplots(figsize=(7, 4))
         means = [run.table[labels == label].mean() for label in classes]
         axis.hist(means, bins=30, color="tab:red")
+        axis.axvline(run.train_epsilon, color="k", ls="--", lw=1)
         axis.set(xlabel="mean eps of a class", ylabel="classes")
-    figure.suptitle(f"Final radius distribution per class ({run.name})")
+    figure.suptitle(
+        f"Final radius per class ({run.name}); dashed: the training eps {run.train_epsilon:.3g}"
+    )
     figure.tight_layout()
     figure.savefig(out / "epsilon_histogram.png", dpi=120)
     plt.close(figure)

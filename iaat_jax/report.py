@@ -11,6 +11,8 @@ named in a warning, never filled in with its per-epoch PGD number.
 """
 
 import argparse
+import logging as python_logging
+import os
 import sys
 
 import ml_collections
@@ -126,7 +128,9 @@ def agreement_table(runs: list[Run]) -> list[str]:
     return lines + [""]
 
 
-def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite) -> None:
+def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite, drawn):
+    """report.md: the per-run table; where runs were evaluated, the seed, ranking and
+    frontier sections; the figures that were drawn (`drawn`); the warnings."""
     header = ["run", "method", "train eps", "seed", "clean"]
     header += [f"robust @ {e:.4g}" for e in test_epsilons]
     lines = ["# IAAT report", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -138,9 +142,10 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, s
         cells += [_fmt(run.robust_accuracy(e, suite)) for e in test_epsilons]
         lines.append("| " + " | ".join(cells) + " |")
     splits = sorted({run.sweep.get("split", "test") for run in runs if run.sweep})
+    lines += [""]
+    if splits:
+        lines += [f"Evaluated on: {', '.join(splits)} (eval.json's split)."]
     lines += [
-        "",
-        f"Evaluated on: {', '.join(splits) or '-'} (eval.json's split).",
         f"Robust accuracy: {measure_name(suite)} (its settings are there); '-' where a",
         "run's eval.json lacks it. A run whose clean accuracy stayed under twice chance (for",
         "its dataset's class count) is marked as not trained and still counted below.",
@@ -150,27 +155,32 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, s
         *seed_table(runs, test_epsilon, suite),
         "",
         *agreement_table(runs),
-        "## Ranked by mean clean + robust accuracy (the hyper-parameter search's rule)",
-        "",
-        *ranking_table(runs, test_epsilon, suite),
-        "",
-        f"## Beyond the frontier? (test eps {test_epsilon:.4g})",
-        "",
     ]
-    lines += [f"- {v}" for v in verdicts] or ["- no IAAT and PGD runs to compare"]
-    lines += [""] + [
-        f"![{name}]({name}.png)"
-        for name in (
-            "pareto",
-            "robustness_curve",
-            "epsilon_over_epochs",
-            "epsilon_samples",
-            "epsilon_histogram",
-        )
-    ]
+    ranking = ranking_table(runs, test_epsilon, suite)
+    if len(ranking) > 2:  # a header and at least one setting
+        lines += [
+            "## Ranked by mean clean + robust accuracy (the hyper-parameter search's rule)",
+            "",
+            *ranking,
+            "",
+        ]
+    if splits:
+        lines += [f"## Beyond the frontier? (test eps {test_epsilon:.4g})", ""]
+        lines += [f"- {v}" for v in verdicts] or ["- no evaluated IAAT and PGD-AT runs to compare"]
+        lines += [""]
+    lines += [f"![{name}]({name}.png)" for name in drawn]
     if warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+FIGURES = (
+    "pareto",
+    "robustness_curve",
+    "epsilon_over_epochs",
+    "epsilon_samples",
+    "epsilon_histogram",
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -195,18 +205,25 @@ def make_report(
         {round(row["epsilon"], 6) for r in runs if r.sweep for row in r.sweep["worst_case"]}
         | {round(test_epsilon, 6)}
     )
-    for run in runs:
-        if run.sweep is None:
-            warn(f"{run.name} has no eval.json: run python -m iaat_jax.main --mode=evaluate")
+    unevaluated = [run.name for run in runs if run.sweep is None]
+    if unevaluated:
+        warn(
+            f"{len(unevaluated)} of {len(runs)} runs have no eval.json ({', '.join(unevaluated)}):"
+            " no robust accuracy, Pareto plot or robustness curve for them; evaluate each with "
+            "python -m iaat_jax.main --mode=evaluate --workdir=DIR, then rerun this report"
+        )
     splits = {r.sweep.get("split", "test") for r in runs if r.sweep}  # older eval.json: test
     if len(splits) > 1:
         warn(
             f"the runs were evaluated on different splits ({', '.join(sorted(splits))}): "
             "their numbers are not comparable; report each split's runs apart"
         )
-    verdicts = figures.plot_pareto(runs, test_epsilon, out, warn, suite)
-    figures.plot_robustness_curve(runs, out, warn)
-    figures.plot_epsilon_over_epochs(runs, out, warn)
+    for name in FIGURES:  # a figure not drawn this time must not linger from an earlier report
+        (out / f"{name}.png").unlink(missing_ok=True)
+    styles = figures.setting_styles(runs)
+    verdicts = figures.plot_pareto(runs, test_epsilon, out, warn, suite, styles)
+    figures.plot_robustness_curve(runs, out, styles)
+    figures.plot_epsilon_over_epochs(runs, out, warn, styles)
     run = _first_iaat_with_table(runs, "epsilon_samples.png / epsilon_histogram.png", warn)
     if run is not None:
         from iaat_jax import input_pipeline  # TensorFlow only where real data is read
@@ -215,10 +232,19 @@ def make_report(
         labels, images = input_pipeline.training_examples(
             ml_collections.ConfigDict(run.config), np.concatenate([order[:8], order[-8:]])
         )
-        figures.plot_epsilon_samples(run, images, out)
+        figures.plot_epsilon_samples(run, images, labels, out)
         figures.plot_epsilon_histogram(run, labels, out)
-    write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite)
+    drawn = [name for name in FIGURES if (out / f"{name}.png").exists()]
+    write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, suite, drawn)
     return warnings
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up lines and deprecation notices (it reads the training images
+    of epsilon_samples.png) out of the console: the report's own warnings are what matters."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    python_logging.getLogger("tensorflow").setLevel(python_logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "tables (default: the worst case over every attack eval.json ran)",
     )
     args = parser.parse_args(argv)
+    quiet_tensorflow()
     try:
         warnings = make_report(args.runs, args.out, args.test_epsilon, args.suite)
     except ReportError as error:

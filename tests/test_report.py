@@ -56,9 +56,9 @@ def test_runs_missing_what_a_figure_needs_are_warned_about_not_fatal(trained_run
     shutil.copytree(trained_runs["pgd"][0], pgd_copy)
     (pgd_copy / "eval.json").unlink()
     warnings = report.make_report([str(pgd_copy)], str(tmp_path / "out"), test_epsilon=0.15)
-    assert any("pgd_without_sweep has no eval.json" in w for w in warnings)
+    assert any("1 of 1 runs have no eval.json (pgd_without_sweep)" in w for w in warnings)
     assert any("no IAAT run" in w for w in warnings)
-    assert (tmp_path / "out" / "pareto.png").exists()
+    assert not (tmp_path / "out" / "pareto.png").exists()  # nothing to draw: no empty figure
 
 
 def test_missing_or_empty_run_directory_is_a_clear_error(tmp_path, capsys):
@@ -164,8 +164,8 @@ def test_the_robustness_curve_draws_one_line_per_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(
         figures.plt.Axes, "plot", lambda self, x, y, *a, **k: drawn.append((list(y), k["label"]))
     )
-    figures.plot_robustness_curve(runs, tmp_path, lambda w: None)
-    assert [label for _, label in drawn] == ["PGD eps 0.3 (3 seeds)", "PGD eps 0.1"]
+    figures.plot_robustness_curve(runs, tmp_path)
+    assert [label for _, label in drawn] == ["PGD-AT eps 0.3 (3 seeds)", "PGD-AT eps 0.1"]
     assert drawn[0][0] == pytest.approx([0.61])  # the seeds' mean
 
 
@@ -206,10 +206,10 @@ def test_the_pareto_legend_names_settings_and_draws_a_frontier_only_where_there_
     one_radius = [run_of(f"p{s}", s, 0.3, 0.965, 0.81) for s in range(3)]
     iaat_runs = [iaat(s) for s in range(3)]
     figures.plot_pareto(one_radius + iaat_runs, 0.3, tmp_path, lambda w: None)
-    assert legends[-1] == ["PGD-AT at a fixed eps", "IAAT eps 0.3 (3 seeds)"]
+    assert legends[-1] == ["PGD-AT eps 0.3 (3 seeds)", "IAAT eps 0.3 (3 seeds)"]
     two_radii = one_radius + [run_of("q0", 0, 0.2, 0.97, 0.2)]
     figures.plot_pareto(two_radii + iaat_runs, 0.3, tmp_path, lambda w: None)
-    assert "fixed-eps frontier (non-dominated runs)" in legends[-1]
+    assert "PGD-AT frontier (non-dominated radii)" in legends[-1]
     gamma = [iaat(s) for s in range(2)]
     for run in gamma:
         run.config["gamma"] = 0.15
@@ -239,3 +239,60 @@ def test_runs_evaluated_on_different_splits_are_warned_about(tmp_path):
     assert any("different splits (test, train[3000:])" in w for w in warnings)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "Evaluated on: test, train[3000:] (eval.json's split)." in text
+
+
+def test_every_figure_gives_a_setting_one_name_and_one_colour(tmp_path, monkeypatch):
+    """The Pareto plot and the robustness curve of one report agree on each setting's label
+    and colour (they once named PGD-AT 'PGD' in one and changed IAAT's colour between them)."""
+    from test_runs import run_of
+
+    def iaat(name, seed, gamma=None):
+        run = run_of(name, seed, 0.3, 0.968, 0.63)
+        run.config["method"] = "iaat"
+        if gamma:
+            run.config["gamma"] = gamma
+        return run
+
+    runs = [run_of(f"p{s}", s, 0.3, 0.965, 0.81) for s in range(2)]
+    runs += [run_of("q0", 0, 0.1, 0.99, 0.2), iaat("i0", 0), iaat("i1", 1), iaat("g0", 0, 0.15)]
+    seen = {}
+    close = figures.plt.close
+
+    def keep(figure):
+        legend = figure.axes[0].get_legend()
+        seen[len(seen)] = {
+            t.get_text(): to_hex(h.get_color())
+            for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+            if "frontier" not in t.get_text()
+        }
+        close(figure)
+
+    monkeypatch.setattr(figures.plt, "close", keep)
+    styles = figures.setting_styles(runs)
+    figures.plot_pareto(runs, 0.3, tmp_path, lambda w: None, None, styles)
+    figures.plot_robustness_curve(runs, tmp_path, styles)
+    assert seen[0] == seen[1] and len(seen[0]) == 4
+    assert set(seen[0]) == {
+        "PGD-AT eps 0.3 (2 seeds)",
+        "PGD-AT eps 0.1",
+        "IAAT eps 0.3 (2 seeds)",
+        "IAAT eps 0.3, gamma=0.15",
+    }
+    assert len(set(seen[0].values())) == 4  # four settings, four colours
+
+
+def test_a_report_without_evaluations_draws_no_empty_figure_and_says_so_once(tmp_path, capsys):
+    from test_runs import write_run
+
+    records = [{"step": 50, "epoch": 0, "clean_accuracy": 0.9, "robust_accuracy": 0.5}]
+    records[0]["epsilon_mean"] = 0.1
+    write_run(tmp_path / "a", records)
+    assert report.main([str(tmp_path / "a"), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no eval.json") == 1 and "--mode=evaluate" in err
+    assert "No artists" not in err and "tensorflow" not in err.lower()
+    text = (tmp_path / "out" / "report.md").read_text()
+    for absent in ("pareto", "robustness_curve", "Evaluated on", "Ranked by", "Beyond the"):
+        assert absent not in text
+    assert not (tmp_path / "out" / "pareto.png").exists()
+    assert (tmp_path / "out" / "epsilon_over_epochs.png").exists()
