@@ -76,7 +76,7 @@ def setting_styles(runs: list[Run]) -> dict[str, Style]:
     (light to dark with the radius), any further setting in a colour of its own."""
     groups = group_by_setting(runs)
     pgd_radii = sorted({g[0].train_epsilon for g in groups if g[0].method == "pgd"})
-    blues = plt.cm.Blues(np.linspace(0.45, 0.95, max(len(pgd_radii), 1)))
+    blues = plt.cm.Blues(np.linspace(0.45, 0.95, len(pgd_radii)) if len(pgd_radii) > 1 else [0.75])
     further, first_of_method, styles = itertools.cycle(FURTHER_COLOURS), {}, {}
     for group in groups:
         method = group[0].method
