@@ -266,6 +266,7 @@ def finished_at(config: ml_collections.ConfigDict, workdir: str) -> int | None:
     before any data or model is built; None where there is something to train."""
     if not files.exists(files.join(workdir, "checkpoints")):
         return None
+    config_checks.validate_config(config, jax.device_count())  # bad input first, as training
     workdir_lib.check_same_run(config, workdir)  # another config's run is an error, not done
     from iaat_jax import fake_data  # the dataset's sizes from its spec: no TensorFlow, no data
 
