@@ -88,9 +88,10 @@ def job_script(train_argv: list[str], remote_log: str, copy_seconds: int) -> str
             f"( while sleep {copy_seconds}; do copy_log; done ) &",
             "copier=$!",
             f"cd ~/{CODE}",
+            # set before training starts: a SIGTERM in between must not end run.sh unrecorded
+            'train=; trap \'[ -n "$train" ] && kill -TERM "$train" 2>/dev/null\' TERM INT HUP',
             f'{shlex.join(train_argv)} >> "$log" 2>&1 &',
             'train=$!; echo "$train" > "$job/train_pid"',
-            "trap 'kill -TERM \"$train\" 2>/dev/null' TERM INT HUP",
             'while wait "$train"; status=$?; kill -0 "$train" 2>/dev/null; do :; done',
             'wait "$train"; status=$?',
             'kill "$copier" 2>/dev/null; wait "$copier" 2>/dev/null',
