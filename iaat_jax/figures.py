@@ -64,7 +64,8 @@ FURTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:oli
 class Style:
     """How every figure of a report draws one setting: its name, colour and marker."""
 
-    label: str
+    label: str  # the setting and its seed count, e.g. 'IAAT eps 0.3 (3 seeds)'
+    setting: str  # the setting alone, e.g. 'IAAT eps 0.3'
     colour: Any
     marker: str = "o"
     size: int = 8
@@ -85,7 +86,9 @@ def setting_styles(runs: list[Run]) -> dict[str, Style]:
             colour = blues[pgd_radii.index(group[0].train_epsilon)]
         elif method in first_of_method:
             colour = next(further)
-        style = Style(_setting_label(group[0], len(group), first_of_method), colour, marker, size)
+        setting = _setting_label(group[0], 1, first_of_method)
+        label = setting if len(group) == 1 else f"{setting} ({len(group)} seeds)"
+        style = Style(label, setting, colour, marker, size)
         styles[setting_of(group[0])] = style
     return styles
 
@@ -254,7 +257,7 @@ def plot_epsilon_over_epochs(
     for run in iaat:
         epochs = [r["epoch"] + 1 for r in run.epoch_evals]
         style = style_of(run, styles)
-        label = f"{style.label.split(' (')[0]}, {run.name}"
+        label = f"{style.setting}, {run.name}"
         mean_axis.plot(
             epochs,
             [r["epsilon_mean"] for r in run.epoch_evals],

@@ -194,13 +194,11 @@ def flag_error(error: Exception) -> str:
     for cause in reversed(chain):  # the innermost of ours names the problem and its fix
         if isinstance(cause, ConfigError):
             return str(cause)
-    unknown = next((c for c in reversed(chain) if isinstance(c, KeyError)), None)
-    if unknown is not None or isinstance(error, AttributeError):
-        text = str(chain[-1])
-        field = re.search(r"[\w.]+", text.strip("'\"\\"))
+    key_error = next((c for c in reversed(chain) if isinstance(c, KeyError)), None)
+    if key_error is not None:  # the innermost names the field alone; an outer one suggests
+        name = str(key_error.args[0]).strip("'\"")
         suggestion = re.search(r'Did you mean \\?"(\w+)\\?"', str(error))
         hint = f" (did you mean {suggestion.group(1)}?)" if suggestion else ""
-        name = field.group(0) if field else text
         return f"unknown config field {name}{hint}: the fields are in docs/config_fields.md"
     message = str(error).strip().splitlines()
     reason = message[-1].strip() if message else type(error).__name__
