@@ -133,6 +133,16 @@ def step_cost(model, config: ml_collections.ConfigDict, mesh, args: tuple, epoch
     }
 
 
+def step_inputs(parts: experiment.Experiment, batch: dict, table: EpsilonTable, mesh) -> tuple:
+    """The train step's arguments for `batch` on `mesh`: state, batch, radii by id, key."""
+    return (
+        parts.state,
+        sharding.device_batch(batch, mesh),
+        sharding.shard_rows(table.gather(batch["id"]), mesh),
+        sharding.replicate(parts.base_key, mesh),
+    )
+
+
 def table_seconds_per_step(num_train: int, batch_size: int, repeats: int = 50) -> float:
     """Host seconds of one step's table work (gather and scatter of a batch of random ids)."""
     table = EpsilonTable(num_train)
@@ -168,16 +178,11 @@ def benchmark_method(
     mesh = sharding.make_mesh()
     parts = experiment.create_experiment(config, data, mesh)
     epoch = config.warmup_epochs if method == "iaat" else 0  # IAAT: after its warm-up
-    key = sharding.replicate(parts.base_key, mesh)
     num_batches = 1 if flops_only else 4
     batches = [batch for _, batch in zip(range(num_batches), data.train_epoch(0), strict=False)]
     table = EpsilonTable(data.num_train, np.full(data.num_train, config.epsilon, np.float32))
-    args = (
-        parts.state,
-        sharding.device_batch(batches[0], mesh),
-        sharding.shard_rows(table.gather(batches[0]["id"]), mesh),
-        key,
-    )
+    args = step_inputs(parts, batches[0], table, mesh)
+    key = args[3]
     device = jax.devices()[0]
     record = {
         "method": method,

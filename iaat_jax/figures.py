@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import json
 from typing import Any
 
 import matplotlib
@@ -106,7 +107,8 @@ def plot_pareto(
     suite: str | None = None,
     styles: dict[str, Style] | None = None,
 ) -> list[str]:
-    """pareto.png; returns a line per IAAT setting saying whether it is beyond the frontier.
+    """pareto.png and the numbers it draws (pareto.json: each setting's point, the frontier,
+    the verdicts); returns a line per IAAT setting saying whether it is beyond the frontier.
     Draws nothing (and returns no verdicts) where no run has the accuracy to draw.
 
     A setting run with several seeds is drawn at its mean with one-standard-deviation bars,
@@ -177,6 +179,23 @@ def plot_pareto(
             )
     elif iaat:
         warn("pareto.png: no evaluated PGD-AT run, so no frontier is drawn")
+    frontier = pareto_front([(p[0], p[1]) for p in pgd]) if pgd else []
+    numbers = {
+        "test_epsilon": test_epsilon,
+        "measure": measure_name(suite),
+        "settings": [
+            {
+                "label": style_of(group[0], styles).label,
+                "method": group[0].method,
+                "runs": [run.name for run in group],
+                **dict(zip(("robust", "clean", "robust_sd", "clean_sd"), point, strict=True)),
+            }
+            for group, point in drawn
+        ],
+        "frontier": [{"robust": robust, "clean": clean} for robust, clean in frontier],
+        "verdicts": verdicts,
+    }
+    (out / "pareto.json").write_text(json.dumps(numbers, indent=2) + "\n")
     axis.set(
         xlabel=f"robust accuracy at eps {test_epsilon:.4g}: {measure_name(suite)}",
         ylabel="clean accuracy",

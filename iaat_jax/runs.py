@@ -56,6 +56,13 @@ class Run:
                 return row["robust_accuracy"]
         return None
 
+    def pgd_accuracy(self, test_epsilon: float, loss: str = "ce") -> float | None:
+        """The sweep's PGD attack with `loss` alone at test_epsilon (eval.json), or None."""
+        for row in (self.sweep or {}).get("attacks", []):
+            if row["name"] == f"pgd-{loss}" and np.isclose(row["epsilon"], test_epsilon):
+                return row["robust_accuracy"]
+        return None
+
     @property
     def num_classes(self) -> int:
         spec = DATASETS.get(self.config.get("dataset"))

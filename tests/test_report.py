@@ -296,3 +296,53 @@ def test_a_report_without_evaluations_draws_no_empty_figure_and_says_so_once(tmp
         assert absent not in text
     assert not (tmp_path / "out" / "pareto.png").exists()
     assert (tmp_path / "out" / "epsilon_over_epochs.png").exists()
+
+
+def test_the_paper_table_puts_pgd_at_each_radius_beside_the_suite_and_pareto_json_holds_points(
+    tmp_path,
+):
+    import json
+
+    from test_runs import run_of
+
+    def evaluated(name, seed, epsilon, clean, pgd, suite):
+        run = run_of(name, seed, epsilon, clean, min(pgd.values()))
+        run.sweep["attacks"] = [
+            {"name": f"pgd-{loss}", "epsilon": e, "steps": 20, "robust_accuracy": a - shift}
+            for e, a in pgd.items()
+            for loss, shift in (("ce", 0.0), ("margin", 0.01))
+        ]
+        run.sweep["autoattack"] = [
+            {"suite": "autoattack", "epsilon": 8 / 255, "robust_accuracy": suite}
+        ]
+        return run
+
+    radius = 8 / 255  # a radius that rounds badly at 6 decimals
+    runs = [
+        evaluated("p4_0", 0, 4 / 255, 0.90, {0.0: 0.90, radius: 0.40}, 0.35),
+        evaluated("p4_1", 1, 4 / 255, 0.92, {0.0: 0.92, radius: 0.44}, 0.37),
+        evaluated("p8_0", 0, radius, 0.85, {0.0: 0.85, radius: 0.50}, 0.45),
+    ]
+    lines = report.paper_table(runs, radius, "autoattack")
+    assert (
+        lines[0] == "| setting | clean | PGD-20 CE @ 0.03137 | autoattack (eval.json) @ 0.03137 |"
+    )
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[1].startswith("0.910 ± 0.014") and cells[2].startswith("0.420 ± 0.028")
+    assert cells[3].startswith("0.360 ± 0.014")
+    assert [c.strip() for c in lines[3].strip("|").split("|")][1:] == ["0.850", "0.500", "0.450"]
+
+    runs.append(evaluated("i0", 0, radius, 0.95, {0.0: 0.95, radius: 0.6}, 0.40))
+    runs[-1].config["method"] = "iaat"
+    figures.plot_pareto(runs, radius, tmp_path, lambda warning: None, "autoattack")
+    drawn = json.loads((tmp_path / "pareto.json").read_text())
+    assert [(s["method"], s["robust"], s["clean"]) for s in drawn["settings"]] == [
+        ("pgd", pytest.approx(0.36), pytest.approx(0.91)),
+        ("pgd", 0.45, 0.85),
+        ("iaat", 0.40, 0.95),
+    ]
+    assert drawn["frontier"] == [
+        {"robust": pytest.approx(0.36), "clean": pytest.approx(0.91)},
+        {"robust": 0.45, "clean": 0.85},
+    ]
+    assert "beyond the fixed-eps frontier" in drawn["verdicts"][0]
