@@ -1,7 +1,7 @@
 """The paper's CIFAR-10 comparison in one command, and its cost before it starts.
 
-Usage: launch/reproduce.sh SET OUT [--plan [--accelerator=h100] [--utilisation=U]]
-           [--seeds=0,1,2] [--command=TEMPLATE]
+Usage: launch/reproduce.sh SET OUT [--plan [--accelerator=h100,v4-8] [--utilisation=U]]
+           [--seeds=0,1,2] [--command=TEMPLATE] [-- --config.NAME=VALUE ...]
 
 SET is one of SETS below: `cifar10` (the paper's Figure 3 and Table 1, measured with AutoAttack
 beside PGD: IAAT, PGD-AT at each radius of the frontier, TRADES, clean training), `toy` (the
@@ -9,7 +9,8 @@ same script at toy size on fake CIFAR-shaped data: the test's). Every run trains
 OUT/NAME_seedS and is evaluated there (`--mode=evaluate`: the PGD sweep over test radii and the
 AutoAttack suite), then OUT/report gets the figures (Pareto frontier, robustness curves, radii)
 and report.md with the paper's table. A rerun skips finished trainings and evaluations; an
-interrupted training resumes from its checkpoint. Logs: OUT/logs/NAME_seedS.{train,eval}.log.
+interrupted training resumes from its checkpoint. Logs: OUT/logs/NAME_seedS.{train,evaluate}.log.
+Overrides after `--` apply to every run, e.g. `-- --config.data_dir=gs://BUCKET/tfds`.
 
 --plan prints each run, its steps, FLOPs, hours on --accelerator and checkpoint disk, and the
 total, and runs nothing (iaat_jax/cost.py says how each figure is counted).
@@ -149,31 +150,29 @@ class PlannedRun:
     name: str  # the directory under OUT
     setting: Setting
     seed: int
+    extra: tuple[str, ...] = ()  # the caller's overrides of every run, e.g. its data_dir
 
     @property
     def overrides(self) -> list[str]:
-        return [*self.setting.overrides, f"--config.seed={self.seed}"]
+        return [*self.setting.overrides, *self.extra, f"--config.seed={self.seed}"]
 
 
-def planned_runs(config_set: ConfigSet, seeds: tuple[int, ...]) -> list[PlannedRun]:
+def planned_runs(
+    config_set: ConfigSet, seeds: tuple[int, ...], extra: tuple[str, ...] = ()
+) -> list[PlannedRun]:
     return [
-        PlannedRun(f"{setting.name}_seed{seed}", setting, seed)
+        PlannedRun(f"{setting.name}_seed{seed}", setting, seed, extra)
         for seed in seeds
         for setting in config_set.settings
     ]
 
 
-def load_config(setting: Setting, seed: int):
-    """The setting's config with its overrides, parsed as `main` parses them."""
+def load_config(run: PlannedRun):
+    """The run's config with its overrides, parsed as `main` parses them."""
     from absl import flags
     from ml_collections import config_flags
 
-    argv = [
-        "reproduce",
-        f"--config={REPO / setting.config}",
-        *setting.overrides,
-        f"--config.seed={seed}",
-    ]
+    argv = ["reproduce", f"--config={REPO / run.setting.config}", *run.overrides]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
     values(argv)
@@ -189,13 +188,13 @@ def command(template: str, run: PlannedRun, workdir: str, args: list[str]) -> li
     return words
 
 
-def plan(runs: list[PlannedRun], machine) -> list[dict]:
-    """Each run's steps, FLOPs, hours on `machine` and checkpoint disk (iaat_jax/cost.py)."""
+def plan(runs: list[PlannedRun]) -> list[tuple[PlannedRun, object]]:
+    """Each run with its cost (iaat_jax/cost.py's RunCost)."""
     from iaat_jax import cost
 
-    costs, rows = {}, []
+    costs, planned = {}, []
     for run in runs:
-        config = load_config(run.setting, run.seed)
+        config = load_config(run)
         # the seed and the radius change no FLOPs: one costing for every PGD-AT radius
         key = json.dumps(
             {k: v for k, v in config.to_dict().items() if k not in ("seed", "epsilon")},
@@ -205,28 +204,35 @@ def plan(runs: list[PlannedRun], machine) -> list[dict]:
         if key not in costs:
             print(f"costing {run.setting.name} ...", file=sys.stderr, flush=True)
             costs[key] = cost.run_cost(config)
-        found = costs[key]
-        rows.append(
-            {
-                "run": run.name,
-                "steps": found.train_steps,
-                "steps_per_phase": found.steps_per_phase,
-                "flops_per_step": found.flops_per_step,
-                "train_flops": found.train_flops,
-                "epoch_eval_flops": found.epoch_eval_flops,
-                "final_eval_flops": found.final_eval_flops,
-                "flops": found.flops,
-                "hours": found.hours(machine),
-                "chip_hours": found.hours(machine) * machine.chips,
-                "checkpoint_bytes": found.checkpoint_bytes,
-            }
-        )
-    return rows
+        planned.append((run, costs[key]))
+    return planned
+
+
+def plan_rows(planned: list, machine) -> list[dict]:
+    """One record a run: its steps, FLOPs, hours on `machine` and checkpoint disk."""
+    return [
+        {
+            "run": run.name,
+            "accelerator": machine.name,
+            "utilisation": machine.utilisation,
+            "steps": found.train_steps,
+            "steps_per_phase": found.steps_per_phase,
+            "flops_per_step": found.flops_per_step,
+            "train_flops": found.train_flops,
+            "epoch_eval_flops": found.epoch_eval_flops,
+            "final_eval_flops": found.final_eval_flops,
+            "flops": found.flops,
+            "hours": found.hours(machine),
+            "chip_hours": found.hours(machine) * machine.chips,
+            "checkpoint_bytes": found.checkpoint_bytes,
+        }
+        for run, found in planned
+    ]
 
 
 def print_plan(config_set: ConfigSet, rows: list[dict], machine) -> None:
     """The plan as a table, with its totals and assumptions."""
-    print(f"plan: {config_set.what}")
+    print(f"\nplan: {config_set.what}")
     print(
         f"on {machine.name}: {machine.chips} chip(s) of {machine.chip_peak / 1e12:.0f} TFLOP/s "
         f"bf16 peak, {machine.utilisation:.0%} of it assumed (iaat_jax/cost.py says why)"
@@ -281,7 +287,7 @@ def reproduce(config_set: ConfigSet, runs: list[PlannedRun], out: str, template:
             print(f"[{time.time() - started:6.0f}s] {where} evaluated before: skipped", flush=True)
             continue
         try:
-            finished = train.finished_at(load_config(run.setting, run.seed), workdir)
+            finished = train.finished_at(load_config(run), workdir)
         except config_checks.ConfigError as error:
             print(f"error: {run.name}: {error}", file=sys.stderr)
             return 2
@@ -323,13 +329,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("out", help="directory of the runs and the report (local or gs://)")
     parser.add_argument("--plan", action="store_true", help="print the cost, run nothing")
     parser.add_argument("--json", action="store_true", help="with --plan: one JSON line a run")
-    parser.add_argument("--accelerator", default="h100", help="with --plan: h100, v4-8, ...")
+    parser.add_argument(
+        "--accelerator",
+        default="h100",
+        help="with --plan: h100, v4-8, ... (comma-separated: several)",
+    )
     parser.add_argument(
         "--utilisation", type=float, default=None, help="with --plan: share of peak reached"
     )
     parser.add_argument("--seeds", default=None, help="comma-separated (default: the set's)")
     parser.add_argument("--command", default=DEFAULT_COMMAND, help="launcher template")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="after --: overrides of every run, e.g. -- --config.data_dir=gs://BUCKET/tfds",
+    )
     args = parser.parse_args(argv)
+    bad = [o for o in args.overrides if not o.startswith("--config.")]
+    if bad:
+        parser.error(f"{bad[0]} is not a --config.NAME=VALUE override (they follow --)")
     if args.set not in SETS:
         parser.error(f"unknown set '{args.set}': use one of {', '.join(SETS)}")
     try:
@@ -345,22 +363,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     config_set = SETS[args.set]
-    runs = planned_runs(config_set, args.seeds or config_set.seeds)
+    runs = planned_runs(config_set, args.seeds or config_set.seeds, tuple(args.overrides))
     if not args.plan:
         return reproduce(config_set, runs, args.out, args.command)
     from iaat_jax import cost
 
     try:
-        machine = cost.accelerator(args.accelerator, args.utilisation)
+        machines = [cost.accelerator(a, args.utilisation) for a in args.accelerator.split(",")]
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows = plan(runs, machine)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        print_plan(config_set, rows, machine)
+    planned = plan(runs)
+    for machine in machines:
+        rows = plan_rows(planned, machine)
+        if args.json:
+            print("\n".join(json.dumps(row) for row in rows))
+        else:
+            print_plan(config_set, rows, machine)
     return 0
 
 

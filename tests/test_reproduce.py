@@ -42,11 +42,14 @@ def test_a_launcher_template_gets_the_config_the_workdir_and_every_argument():
 
 def test_the_cifar10_set_parses_as_main_parses_it():
     setting = next(s for s in reproduce.SETS["cifar10"].settings if s.name == "pgd_eps4")
-    config = reproduce.load_config(setting, seed=2)
+    config = reproduce.load_config(
+        reproduce.PlannedRun("x", setting, 2, ("--config.data_dir=/data", "--config.seed=9"))
+    )
     assert config.method == "pgd" and config.seed == 2 and config.num_epochs == 200
+    assert config.data_dir == "/data"  # the caller's overrides, though never the seed
     assert config.epsilon == pytest.approx(4 / 255)
     trades_setting = next(s for s in reproduce.SETS["cifar10"].settings if s.name == "trades")
-    trades = reproduce.load_config(trades_setting, seed=0)
+    trades = reproduce.load_config(reproduce.PlannedRun("y", trades_setting, 0))
     assert trades.method == "trades" and trades.trades_beta == 6.0
 
 

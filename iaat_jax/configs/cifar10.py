@@ -6,10 +6,11 @@ Run:     python -m iaat_jax.main --config=configs/cifar10.py --workdir=runs/cifa
 Smoke:   add --config.fake_data=True --config.num_train_steps=2 --config.batch_size=8
 Devices: one GPU or TPU host (bf16 there); batch 256 splits over any power-of-two device count.
 Cost:    WRN-32-10 forward is 12.5 GFLOPs per image (XLA cost analysis). An IAAT step after
-         warm-up costs about 96 forward-equivalents per image (clean check, two PGD-10 probes, the
-         PGD-10 training attack, the update), 2.8x a PGD-AT step: about 6e18 FLOPs for the 110
-         epochs, on the order of 5-10 hours on one H100 in bf16. That is an estimate from FLOPs,
-         not a measurement.
+         warm-up is 2.11e14 FLOPs at batch 256 (66 forward-equivalents per image: clean check,
+         two PGD-10 probes, the PGD-10 training attack, the update), 2.9x a PGD-AT step; with
+         the per-epoch PGD check 4.6e18 FLOPs for the 110 epochs, about 7.5 hours on one H100 at
+         an assumed 17% utilisation, 9.7 with the final AutoAttack evaluation (an estimate from
+         FLOPs, not a measurement: `launch/reproduce.sh cifar10 OUT --plan`, docs/reproduce.md).
 Expect:  the paper's claim is qualitative: higher clean accuracy than PGD-AT at eps 8/255
          (configs/cifar10_pgd.py) for a small loss of robustness. Not reproduced here (no GPU).
 """

@@ -4,8 +4,10 @@ Run:     python -m iaat_jax.main --config=configs/cifar10_pgd.py --workdir=runs/
              --config.data_dir=DIR
 Smoke:   add --config.fake_data=True --config.num_train_steps=2 --config.batch_size=8
 Devices: as configs/cifar10.py.
-Cost:    about 34 forward-equivalents per image per step, 200 epochs: about 4.3e18 FLOPs (an
-         estimate), 0.7x the IAAT run. Other radii: --config.epsilon=E.
+Cost:    7.3e13 FLOPs a step at batch 256 (23 forward-equivalents per image), 200 epochs:
+         3.4e18 FLOPs with the per-epoch check, 0.75x the IAAT run (an estimate from FLOPs:
+         `launch/reproduce.sh cifar10 OUT --plan`, docs/reproduce.md). Other radii:
+         --config.epsilon=E.
 """
 
 import ml_collections
