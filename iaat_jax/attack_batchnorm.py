@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from iaat_jax import methods
 from iaat_jax.sharding import DATA_AXIS
 
 POLICIES = ("running", "global", "local")
@@ -63,7 +64,7 @@ def attack_batchnorm(config: ml_collections.ConfigDict, model: nn.Module) -> Att
     """The policy of config.attack_batchnorm for `model` (whose BatchNorm averages over the
     'data' axis in train mode)."""
     policy, updates = config.attack_batchnorm, bool(config.attack_batchnorm_updates)
-    if policy == "running" or config.method == "clean":  # clean training: no attack passes
+    if policy == "running" or not methods.method_of(config).attack_passes:  # clean training
         return AttackBatchNorm(model, train_mode=False, updates=False, average_updates=False)
     if policy == "global":
         return AttackBatchNorm(model, train_mode=True, updates=updates, average_updates=False)

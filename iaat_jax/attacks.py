@@ -4,6 +4,7 @@ All arrays are float32; images are [B, H, W, C] in [0, 1], radii and step sizes 
 `loss_fn(images, labels) -> [B]` is any per-example loss; its gradient drives the ascent.
 """
 
+import enum
 from collections.abc import Callable
 
 import jax
@@ -11,6 +12,24 @@ import jax.numpy as jnp
 import optax
 
 LossFn = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
+
+
+class Stream(enum.IntEnum):
+    """Every number folded into a key for randomness, in one place (their values are what
+    make a run replayable: changing one changes every run's noise).
+
+    Per-example streams of a train step's or an evaluation's key (`example_keys`), and the
+    keys that evaluation derives from a run's base key."""
+
+    TRAIN_ATTACK = 0  # the training attack's start
+    PROBE_PREV = 1  # IAAT's probe at the previous radius
+    PROBE_HIGH = 2  # IAAT's probe at the previous radius + gamma
+    EVAL_ATTACK = 3  # an evaluation PGD's start
+    SUITE = 4  # the attack suite's per-example noise (autoattack)
+    SWEEP_KEY = 7  # --mode=evaluate's sweep, from the base key
+    SUITE_KEY = 8  # --mode=evaluate's suite, from the base key
+    SUITE_RADIUS = 1000  # + the radius's number: the suite at one radius, from SUITE_KEY
+    EPOCH_EVAL_KEY = 2**31 - 1  # the per-epoch evaluation during training, from the base key
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:

@@ -69,8 +69,6 @@ SUITES = {
         SuiteAttack("square", 50),
     ),
 }
-# Stream of per-example noise of the suite (the train step's streams are 0-3).
-_SUITE_STREAM = 4
 
 
 @dataclasses.dataclass
@@ -116,7 +114,7 @@ def make_attack_step(model: nn.Module, mesh: Mesh, name: str, iterations: int):
     def device_attack(state, batch, radius, key, target_rank):
         images, labels = batch["image"], batch["label"]
         logits_fn = lambda x: model.apply(state.variables, x, train=False)
-        keys = attacks.example_keys(key, _SUITE_STREAM, batch["id"])
+        keys = attacks.example_keys(key, attacks.Stream.SUITE, batch["id"])
         if name == "apgd-ce":
             _, fooled = attacks.apgd_attack(
                 logits_fn, attacks.cross_entropy, images, labels, radius, iterations, keys

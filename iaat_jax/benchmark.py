@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from iaat_jax import config_checks, experiment, fake_data, files, sharding
+from iaat_jax import config_checks, experiment, fake_data, files, methods, sharding
 from iaat_jax import step as step_lib
 from iaat_jax.checkpoint import Checkpointer
 from iaat_jax.epsilon import EpsilonTable
@@ -122,7 +122,7 @@ def step_cost(model, config: ml_collections.ConfigDict, mesh, args: tuple, epoch
     with unrolled.unlocked():
         unrolled.attack_unroll = True
     train_step = step_lib.make_train_step(model, unrolled, mesh, (epoch,), steps_per_epoch=1)
-    lowered = train_step.jitted[train_step.adapting(epoch)].lower(*args)
+    lowered = train_step.jitted[train_step.phase(epoch)].lower(*args)
     cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     found = collectives(lowered.as_text())
@@ -177,7 +177,8 @@ def benchmark_method(
     data = fake_data.create_fake_source(config, jax.process_index(), jax.process_count())
     mesh = sharding.make_mesh()
     parts = experiment.create_experiment(config, data, mesh)
-    epoch = config.warmup_epochs if method == "iaat" else 0  # IAAT: after its warm-up
+    adaptive = methods.METHODS[method].policy.warmup
+    epoch = config.warmup_epochs if adaptive else 0  # IAAT: after its warm-up
     num_batches = 1 if flops_only else 4
     batches = [batch for _, batch in zip(range(num_batches), data.train_epoch(0), strict=False)]
     table = EpsilonTable(data.num_train, np.full(data.num_train, config.epsilon, np.float32))
@@ -194,7 +195,7 @@ def benchmark_method(
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
         "attack_batchnorm": config.attack_batchnorm,
-        "probe_steps": config.probe_steps if method == "iaat" else None,
+        "probe_steps": config.probe_steps if adaptive else None,
         "bytes_to_device_per_step": sum(
             batches[0][name].nbytes for name in ("image", "label", "id")
         )
@@ -209,7 +210,7 @@ def benchmark_method(
         }
     train_step = step_lib.make_train_step(parts.model, config, mesh, (epoch,), data.steps_per_epoch)
     compile_seconds = train_step.compile(*args)
-    compiled = train_step.compiled[train_step.adapting(epoch)].as_text()
+    compiled = train_step.compiled[train_step.phase(epoch)].as_text()
     record["compiled_collectives"] = collectives(compiled, COMPILED_COLLECTIVE)
 
     feed, state = TableFeed(train_step, table, mesh, key), parts.state

@@ -7,11 +7,10 @@ import uuid
 import ml_collections
 from etils import epath
 
-from iaat_jax import attack_batchnorm, attacks, autoattack, files
+from iaat_jax import attack_batchnorm, attacks, autoattack, files, methods
 from iaat_jax.datasets import DATASETS
 from iaat_jax.models import MODELS
 
-METHODS = ("clean", "pgd", "trades", "iaat")
 LR_SCHEDULES = ("cosine", "piecewise", "constant")
 ATTACK_BATCHNORM = attack_batchnorm.POLICIES
 OPTIMIZERS = ("sgd", "adamw")
@@ -50,7 +49,7 @@ def validate_config(
     _finite_numbers(config)
     _one_of("dataset", config.dataset, sorted(DATASETS))
     _one_of("model", config.model, sorted(MODELS))
-    _one_of("method", config.method, METHODS)
+    _one_of("method", config.method, tuple(methods.METHODS))
     _one_of("lr_schedule", config.lr_schedule, LR_SCHEDULES)
     if config.attack_batchnorm == "batch":
         raise ConfigError(
@@ -99,7 +98,7 @@ def validate_config(
         ("checkpoints_to_keep", 1),
     ):
         _at_least(config, name, minimum)
-    if config.method == "iaat" and config.warmup_epochs > config.num_epochs:
+    if methods.method_of(config).policy.warmup and config.warmup_epochs > config.num_epochs:
         raise ConfigError(
             f"config.warmup_epochs={config.warmup_epochs} exceeds "
             f"config.num_epochs={config.num_epochs}: use fewer warm-up epochs or more epochs"

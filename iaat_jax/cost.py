@@ -104,12 +104,12 @@ class RunCost:
     """One run's steps, FLOPs (all devices) and checkpoint disk."""
 
     train_steps: int
-    flops_per_step: dict[str, float]  # by phase: 'step', or 'warm-up' and 'adapting'
+    flops_per_step: dict[str, float]  # by phase: 'warm-up' (IAAT's) and 'main'
     steps_per_phase: dict[str, int]
     train_flops: float  # the steps
     epoch_eval_flops: float  # the per-epoch clean and PGD check on the evaluation split
     final_eval_flops: float  # --mode=evaluate: the sweep and the attack suite (upper bound)
-    checkpoint_bytes: int  # config.checkpoints_to_keep train states, and the radius table
+    checkpoint_bytes: int  # config.checkpoints_to_keep train states and tables, the table
 
     @property
     def flops(self) -> float:
@@ -140,19 +140,21 @@ def image_flops(model, state, image_shape: tuple[int, ...]) -> tuple[float, floa
     return flops(forward), flops(input_gradient)
 
 
-def final_eval_iterations(config: ml_collections.ConfigDict) -> tuple[float, float]:
-    """(input gradients, forward passes) per test example of `--mode=evaluate`: the sweep,
+def final_eval_iterations(
+    config: ml_collections.ConfigDict, num_classes: int
+) -> tuple[float, float]:
+    """(input gradients, forward passes) per test example of `--mode=evaluate`: the sweep
+    (each PGD run: a clean pass, its steps, a check of the last iterate; radius 0 reuses them),
     then the suite with every example through every attack (an upper bound)."""
     gradients = forwards = 0.0
-    for attack in evaluate.sweep_attacks(config):
-        if attack.epsilon > 0:
-            gradients += attack.restarts * attack.steps
-            forwards += attack.restarts  # the last iterate's check
-    forwards += 1  # the clean pass
+    sweep = evaluate.sweep_attacks(config)
+    for attack in [a for a in sweep if a.epsilon > 0] or sweep[:1]:
+        gradients += attack.restarts * attack.steps
+        forwards += attack.restarts * 2
     suite = autoattack.SUITES[config.eval_suite] if config.eval_suite else ()
     for _ in evaluate.suite_epsilons(config):
         for attack in suite:
-            runs = attack.targets if attack.name in ("apgd-t", "fab-t") else 1
+            runs = attack.budget(num_classes).get("targets", 1)
             if attack.name == "square":
                 forwards += attack.iterations
             else:  # an APGD or FAB iteration: a gradient, FAB's also a forward for its step
@@ -176,15 +178,12 @@ def run_cost(config: ml_collections.ConfigDict) -> RunCost:
     table = EpsilonTable(data.num_train, np.full(data.num_train, config.epsilon, np.float32))
     args = benchmark.step_inputs(parts, batch, table, mesh)
     total = train.planned_steps(config, data)
-    boundary = step_lib.make_train_step(
+    warmup_epochs = step_lib.make_train_step(
         parts.model, config, mesh, (0,), data.steps_per_epoch
     ).warmup_epochs
-    if boundary:
-        warmup = min(boundary * data.steps_per_epoch, total)
-        steps = {"warm-up": warmup, "adapting": total - warmup}
-        epochs = {"warm-up": 0, "adapting": boundary}
-    else:
-        steps, epochs = {"step": total}, {"step": 0}
+    warmup = min(warmup_epochs * data.steps_per_epoch, total)
+    steps = {step_lib.WARM_UP: warmup, step_lib.MAIN: total - warmup}
+    epochs = {step_lib.WARM_UP: 0, step_lib.MAIN: warmup_epochs}
     per_step = {
         phase: benchmark.step_cost(parts.model, config, mesh, args, epoch)["flops_per_step"]
         for phase, epoch in epochs.items()
@@ -192,10 +191,12 @@ def run_cost(config: ml_collections.ConfigDict) -> RunCost:
     }
     forward, gradient = image_flops(parts.model, parts.state, data.spec.image_shape)
     epochs_run = -(-total // data.steps_per_epoch)  # each epoch ends with the check
-    num_eval = data.spec.num_eval  # the real split's (fake data evaluates one batch)
+    # the real split's size (fake data evaluates one batch), or the held-out tail's
+    num_eval = config.get("validation_examples", 0) or data.spec.num_eval
     epoch_eval = epochs_run * num_eval * (config.eval_attack_steps * gradient + 2 * forward)
-    gradients, forwards = final_eval_iterations(config)
+    gradients, forwards = final_eval_iterations(config, data.spec.num_classes)
     state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(parts.state))
+    table_bytes = table.values.nbytes
     return RunCost(
         train_steps=total,
         flops_per_step=per_step,
@@ -203,5 +204,6 @@ def run_cost(config: ml_collections.ConfigDict) -> RunCost:
         train_flops=sum(per_step[phase] * steps[phase] for phase in per_step),
         epoch_eval_flops=float(epoch_eval),
         final_eval_flops=float(num_eval * (gradients * gradient + forwards * forward)),
-        checkpoint_bytes=config.checkpoints_to_keep * state_bytes + 4 * data.num_train,
+        # each checkpoint holds the state and the table; the table is also exported
+        checkpoint_bytes=config.checkpoints_to_keep * (state_bytes + table_bytes) + table_bytes,
     )

@@ -1,8 +1,9 @@
 """The IAAT radius: the per-example update rule (pure, jittable) and the host-side table.
 
-Rule (../shared/IAAT_REFERENCE.md, "Per training step"): during warm-up the radius is
-eps_warmup if the clean example is classified correctly and 0 otherwise. After warm-up, with
-eps_prev from the table and probes at eps_prev and eps_prev + gamma:
+Rule (Balaji, Goldstein, Hoffman, arXiv 1910.08051, as their release's
+trainers/trainer_adaptive.py does it at commit 49f5f14; docs/methods.md gives it in full): during
+warm-up the radius is eps_warmup if the clean example is classified correctly and 0 otherwise.
+After warm-up, with eps_prev from the table and probes at eps_prev and eps_prev + gamma:
     eps_new = eps_prev + gamma  if robust at eps_prev + gamma
               eps_prev          elif robust at eps_prev
               eps_prev - gamma  otherwise

@@ -231,7 +231,7 @@ def suite_results(
     checks = attack_checks.model_checks(state, model, mesh, batches[0], batches[0]["mask"])
     runs, flags, count = [], sweep["flags"], sweep["num_examples"]
     for number, eps in enumerate(suite_epsilons(config)):
-        eps_key = jax.random.fold_in(key, 1000 + number)
+        eps_key = jax.random.fold_in(key, attacks.Stream.SUITE_RADIUS + number)
         robust, rows = autoattack.run_suite(
             state,
             model,
@@ -310,12 +310,12 @@ def evaluate_run(config: ml_collections.ConfigDict, workdir: str, step=None) -> 
         config.eval_suite or None,
         ", ".join(f"{e:.4f}" for e in suite_epsilons(config)) or "-",
     )
-    key = sharding.replicate(jax.random.fold_in(base_key, 7), mesh)
+    key = sharding.replicate(jax.random.fold_in(base_key, attacks.Stream.SWEEP_KEY), mesh)
     unroll = experiment.unroll_attacks(config)
     batches = list(data.eval_batches())
     results = measure(state, model, mesh, batches, attack_list, key, num_batches, unroll)
     if config.eval_suite:
-        suite_key = jax.random.fold_in(base_key, 8)
+        suite_key = jax.random.fold_in(base_key, attacks.Stream.SUITE_KEY)
         classes = data.spec.num_classes
         results.update(
             suite_results(config, state, model, mesh, batches, results, suite_key, classes)

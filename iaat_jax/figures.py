@@ -51,12 +51,14 @@ def _group_point(group: list[Run], test_epsilon: float, suite: str | None):
     return float(robust.mean()), float(clean.mean()), spread(robust), spread(clean)
 
 
-METHOD_NAMES = {"iaat": "IAAT", "pgd": "PGD-AT", "trades": "TRADES", "clean": "clean training"}
 METHOD_STYLES = {  # marker, size and the colour of a method's first setting
     "iaat": ("*", 14, "tab:red"),
     "clean": ("s", 8, "tab:gray"),
     "pgd": ("o", 7, "tab:blue"),
     "trades": ("D", 8, "tab:green"),
+    "mart": ("^", 9, "tab:olive"),
+    "iaat_trades": ("P", 12, "tab:orange"),
+    "iaat_mart": ("X", 12, "tab:purple"),
 }
 FURTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 
@@ -77,13 +79,13 @@ def setting_styles(runs: list[Run]) -> dict[str, Style]:
     of a report: a method's first setting in its own colour, PGD-AT's radii in shades of blue
     (light to dark with the radius), any further setting in a colour of its own."""
     groups = group_by_setting(runs)
-    pgd_radii = sorted({g[0].train_epsilon for g in groups if g[0].method == "pgd"})
+    pgd_radii = sorted({g[0].train_epsilon for g in groups if g[0].frontier})
     blues = plt.cm.Blues(np.linspace(0.45, 0.95, len(pgd_radii)) if len(pgd_radii) > 1 else [0.75])
     further, first_of_method, styles = itertools.cycle(FURTHER_COLOURS), {}, {}
     for group in groups:
         method = group[0].method
         marker, size, colour = METHOD_STYLES.get(method, ("o", 8, "k"))
-        if method == "pgd":
+        if group[0].frontier:
             colour = blues[pgd_radii.index(group[0].train_epsilon)]
         elif method in first_of_method:
             colour = next(further)
@@ -149,12 +151,13 @@ def plot_pareto(
             color=style.colour,
             label=style.label,
         )
-        if group[0].method == "pgd":
+        if group[0].frontier:
             pgd.append(point)
-        elif group[0].method == "iaat":
+        elif group[0].adaptive:
             iaat.append((style.label, point))
+    frontier = pareto_front([(p[0], p[1]) for p in pgd])
     if len(pgd) > 1:
-        front = pareto_front([(p[0], p[1]) for p in pgd])
+        front = frontier
         if len(front) > 1:  # a single non-dominated setting is a point, not a line
             axis.plot(
                 [p[0] for p in front],
@@ -179,7 +182,6 @@ def plot_pareto(
             )
     elif iaat:
         warn("pareto.png: no evaluated PGD-AT run, so no frontier is drawn")
-    frontier = pareto_front([(p[0], p[1]) for p in pgd]) if pgd else []
     numbers = {
         "test_epsilon": test_epsilon,
         "measure": measure_name(suite),
@@ -213,8 +215,8 @@ def plot_pareto(
 def _setting_label(run: Run, seeds: int, first_of_method: dict[str, Run]) -> str:
     """'IAAT eps 0.4', then what differs from the first setting of its method (e.g.
     'gamma=0.15'), then the seed count."""
-    name = METHOD_NAMES.get(run.method, run.method)
-    what = name if run.method == "clean" else f"{name} eps {run.train_epsilon:.3g}"
+    name = run.parts.label if run.parts else run.method
+    what = f"{name} eps {run.train_epsilon:.3g}" if run.has_radius else name
     first = first_of_method.setdefault(run.method, run)
     variant = differing_settings(run, first, ignore=("epsilon",)) if first is not run else ""
     what += f", {variant}" if variant else ""
@@ -268,7 +270,7 @@ def plot_epsilon_over_epochs(
     """epsilon_over_epochs.png: each IAAT run's mean radius (p10-p90 band) per epoch, and its
     first run's tracked examples, against the training eps; False where there is none."""
     styles = styles or setting_styles(runs)
-    iaat = [run for run in runs if run.method == "iaat" and run.epoch_evals]
+    iaat = [run for run in runs if run.adaptive and run.epoch_evals]
     if not iaat:
         warn("epsilon_over_epochs.png: no IAAT run with per-epoch records")
         return False

@@ -9,17 +9,8 @@ import json
 import ml_collections
 import numpy as np
 
-from iaat_jax import files
+from iaat_jax import files, methods
 from iaat_jax.datasets import DATASETS
-
-METHODS = {
-    "iaat": "Instance Adaptive Adversarial Training (Balaji, Goldstein, Hoffman, 2019): PGD "
-    "training with a radius per training example, adapted online",
-    "pgd": "PGD adversarial training (Madry et al., 2018) at one fixed radius",
-    "trades": "TRADES (Zhang et al., 2019): clean cross-entropy plus beta times the KL divergence "
-    "to the prediction on a PGD-KL adversarial example, at one fixed radius",
-    "clean": "standard (non-adversarial) training",
-}
 
 
 def training_seconds(metrics_lines: list[str]) -> float:
@@ -39,7 +30,7 @@ def model_card(
     config: ml_collections.ConfigDict, results: dict, table: np.ndarray, seconds: float
 ) -> str:
     """The card's markdown."""
-    spec = DATASETS[config.dataset]
+    spec, method = DATASETS[config.dataset], methods.method_of(config)
     held_out = config.get("validation_examples", 0)  # the training split's tail, not trained
     table = table[: len(table) - held_out]
     evaluated = results.get("split", spec.eval_split)
@@ -59,14 +50,17 @@ def model_card(
         f"- Checkpoint: step {results['checkpoint_step']}",
         "",
         "## Training",
-        f"- Method: {METHODS.get(config.method, config.method)}",
+        f"- Method: {method.label} ({method.source}); radius: {method.policy.description}; "
+        f"attack: {method.objective.description}; loss: {method.loss.description}",
         f"- Radius eps {config.epsilon:.4f} (L-inf), PGD-{config.attack_steps} in training",
     ]
-    if config.method == "iaat":
+    if method.adaptive:
         lines.append(
             f"- IAAT: gamma {config.gamma}, beta {config.beta}, warm-up {config.warmup_epochs} "
             f"epochs, eps_max {config.epsilon_max or 'none (no cap)'}"
         )
+    if method.loss.parameter:
+        lines.append(f"- {method.loss.parameter} {config[method.loss.parameter]}")
     lines += [
         f"- Budget: {config.num_epochs} epochs at batch {config.batch_size}, optimizer "
         f"`{config.optimizer}`, learning rate {config.learning_rate} "
@@ -105,7 +99,7 @@ def model_card(
         "- A suite other than `autoattack` (the standard version) is weaker than what RobustBench "
         "reports; compare numbers only under the same suite.",
     ]
-    if config.method == "iaat":
+    if method.adaptive:
         lines.append(
             "- IAAT trades robustness at the largest radii for clean accuracy: its robust "
             "accuracy at the training eps is expected below that of PGD training at that eps."

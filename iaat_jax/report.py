@@ -35,7 +35,7 @@ from iaat_jax.runs import (
 def _first_iaat_with_table(runs: list[Run], figure_name: str, warn) -> Run | None:
     """The first IAAT run with a radius table and real training images (not fake data)."""
     for run in runs:
-        if run.method == "iaat" and run.table is not None and not run.config.get("fake_data"):
+        if run.adaptive and run.table is not None and not run.config.get("fake_data"):
             return run
     warn(f"{figure_name}: no IAAT run on real data with an epsilon_table.npy")
     return None
@@ -58,7 +58,7 @@ def _setting_label(group: list[Run], groups: list[list[Run]]) -> str:
     """'method eps E, what differs from the first setting of its method (its runs)'."""
     first = group[0]
     label = first.method
-    label += "" if first.method == "clean" else f" eps {first.train_epsilon:.4g}"
+    label += f" eps {first.train_epsilon:.4g}" if first.has_radius else ""
     same = next(g[0] for g in groups if g[0].method == first.method)  # first of its method
     variant = differing_settings(first, same, ignore=("epsilon",)) if same is not first else ""
     label += f", {variant}" if variant else ""
@@ -127,7 +127,7 @@ def paper_table(runs: list[Run], test_epsilon: float, suite: str | None) -> list
 def agreement_table(runs: list[Run]) -> list[str]:
     """Markdown rows: each further IAAT setting's radius tables against the first IAAT
     setting's, seed by seed (mean over the seeds both have); [] with fewer than two."""
-    groups = [g for g in group_by_setting(runs) if g[0].method == "iaat"]
+    groups = [g for g in group_by_setting(runs) if g[0].adaptive]
     if len(groups) < 2:
         return []
     reference = {r.config.get("seed"): r for r in groups[0] if r.table is not None}
@@ -159,7 +159,7 @@ def write_markdown(runs, test_epsilons, test_epsilon, verdicts, warnings, out, s
     header += [f"robust @ {e:.4g}" for e in test_epsilons]
     lines = ["# IAAT report", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for run in runs:
-        train_eps = "-" if run.method == "clean" else f"{run.train_epsilon:.4g}"
+        train_eps = f"{run.train_epsilon:.4g}" if run.has_radius else "-"
         cells = [run.name, run.method, train_eps, str(run.config.get("seed", "?"))]
         clean = _fmt(run.clean_accuracy())
         cells.append(clean if trained(run) else f"{clean} (did not train)")
@@ -230,9 +230,7 @@ def make_report(
     warnings: list[str] = []
     warn = warnings.append
     if test_epsilon is None:  # the radius the IAAT runs (else the first run) trained at
-        test_epsilon = next(
-            (r.train_epsilon for r in runs if r.method == "iaat"), runs[0].train_epsilon
-        )
+        test_epsilon = next((r.train_epsilon for r in runs if r.adaptive), runs[0].train_epsilon)
     test_epsilons = sorted(
         {round(row["epsilon"], 9) for r in runs if r.sweep for row in r.sweep["worst_case"]}
         | {round(test_epsilon, 9)}

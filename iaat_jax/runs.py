@@ -7,7 +7,7 @@ import json
 import numpy as np
 from etils import epath
 
-from iaat_jax import files
+from iaat_jax import files, methods
 from iaat_jax.datasets import DATASETS
 from iaat_jax.workdir import RESUMABLE_FIELDS
 
@@ -33,6 +33,26 @@ class Run:
     @property
     def method(self) -> str:
         return self.config.get("method", "?")
+
+    @property
+    def parts(self) -> methods.Method | None:
+        """The registered method the run trained with (None: a name this version lacks)."""
+        return methods.METHODS.get(self.method)
+
+    @property
+    def adaptive(self) -> bool:
+        """It kept a radius per example (IAAT's rule): the radius figures are about it."""
+        return self.parts is not None and self.parts.adaptive
+
+    @property
+    def frontier(self) -> bool:
+        """Its fixed radius is a point of the Pareto frontier (PGD-AT)."""
+        return self.parts is not None and self.parts.frontier
+
+    @property
+    def has_radius(self) -> bool:
+        """It trained at a radius (every method but clean training)."""
+        return self.parts is None or self.parts.policy is not methods.NO_RADIUS
 
     @property
     def train_epsilon(self) -> float:

@@ -13,11 +13,13 @@ config), 'global' (the paper configs: the authors' batch statistics, with
 attack_batchnorm_updates the authors' count of running-statistics updates, 34 per IAAT step
 after warm-up) or 'local' (each device's own batch, no collective in the attacks).
 
-TRADES (iaat_jax.trades) attacks the KL term with the same policy and trains on a clean and an
-adversarial train-mode pass, in that order (the authors' code has a second clean pass, which
-changes only the running statistics' update count).
+What a step does is its method's (iaat_jax.methods): the radius policy, the attack objective
+and the training loss, which the step calls through `Passes`. TRADES and MART train on a clean
+and an adversarial train-mode pass, in that order (the TRADES authors' code has a second clean
+pass, which changes only the running statistics' update count).
 """
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -29,12 +31,11 @@ import ml_collections
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from iaat_jax import attack_batchnorm, attacks, epsilon, experiment, trades
+from iaat_jax import attack_batchnorm, attacks, experiment, methods
 from iaat_jax.experiment import TrainState
 from iaat_jax.sharding import DATA_AXIS
 
-# Streams of per-example randomness, folded into the step key before the example id.
-_TRAIN_ATTACK, _PROBE_PREV, _PROBE_HIGH, _EVAL_ATTACK = range(4)
+WARM_UP, MAIN = "warm-up", "main"  # the programs of a step: IAAT's warm-up, and the rest
 DeviceBatch = dict[str, jax.Array]  # image [B, H, W, C], label [B], id [B] int32, sharded
 
 
@@ -55,91 +56,83 @@ def ramped_epsilon(config: ml_collections.ConfigDict, step, ramp_steps: int):
     return config.epsilon * jnp.minimum(1.0, (step + 1) / ramp_steps).astype(jnp.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Passes:
+    """One device's forward passes of a step's attack phase, for the method's parts: a
+    forward pass, a correctness check and PGD, all with the attack BatchNorm policy and each
+    returning the running statistics after it. Noise is keyed by step and example id."""
+
+    config: ml_collections.ConfigDict
+    state: TrainState
+    batchnorm: attack_batchnorm.AttackBatchNorm
+    images: jax.Array
+    labels: jax.Array
+    ids: jax.Array
+    key: jax.Array
+
+    def forward(self, x, stats):
+        return self.batchnorm.forward(self.state.params, x, stats)
+
+    def correct(self, x, stats):
+        """([B] bool: classified correctly, statistics after the pass)."""
+        logits, stats = self.forward(x, stats)
+        return jnp.argmax(logits, axis=-1) == self.labels, stats
+
+    def pgd(self, radius, stream, stats, num_steps=None, loss=None, targets=None, start=None):
+        """PGD at radius [B] on loss(logits, targets) (default: cross-entropy on the labels);
+        start(images, keys) replaces the uniform random start. Returns (adversarial images,
+        statistics after the passes)."""
+        num_steps = num_steps or self.config.attack_steps
+        loss = loss or attacks.cross_entropy
+        targets = self.labels if targets is None else targets
+
+        def loss_fn(x, targets, stats):
+            logits, stats = self.forward(x, stats)
+            return loss(logits, targets), stats
+
+        size = attacks.pgd_step_size(radius, num_steps, self.config.attack_step_min)
+        keys = attacks.example_keys(self.key, stream, self.ids)
+        first = None if start is None else start(self.images, keys)
+        unroll = experiment.unroll_attacks(self.config)
+        return attacks.pgd_attack_carrying(
+            loss_fn, self.images, targets, radius, size, num_steps, keys, stats, unroll, first
+        )
+
+
 def _device_train_step(
-    model: nn.Module, config: ml_collections.ConfigDict, adapting: bool, ramp_steps: int
+    model: nn.Module, config: ml_collections.ConfigDict, warming_up: bool, ramp_steps: int
 ) -> Callable:
-    """The per-device step of config.method; for IAAT, its warm-up or (adapting) its
-    adaptation phase."""
-    steps, step_min = config.attack_steps, config.attack_step_min
-    probe_steps = config.probe_steps or steps
-    unroll = experiment.unroll_attacks(config)
+    """The per-device step of config.method (iaat_jax.methods), in the warm-up or the main
+    phase of its radius policy: the policy gives the radius (probing as it needs), the
+    objective's attack runs at it, the loss trains on its passes."""
+    method = methods.method_of(config)
+    policy, loss_part = method.policy, method.loss
     batchnorm = attack_batchnorm.attack_batchnorm(config, model)
+    # a metric-only clean check for a method whose passes give none (config.pgd_clean_check)
+    metric_check = (
+        config.pgd_clean_check
+        and not policy.needs_clean_check
+        and not loss_part.clean_pass
+        and method.objective is not methods.NO_ATTACK
+    )
 
     def device_step(state: TrainState, batch: DeviceBatch, eps_prev, key):
-        images, labels, ids = batch["image"], batch["label"], batch["id"]
+        images, labels = batch["image"], batch["label"]
         key = jax.random.fold_in(key, state.step)  # a fresh key per step, replayable on resume
         global_batch = images.shape[0] * jax.lax.axis_size(DATA_AXIS)
-
-        def correct(x, stats):  # ([B] bool: classified correctly, statistics after the pass)
-            logits, stats = batchnorm.forward(state.params, x, stats)
-            return jnp.argmax(logits, axis=-1) == labels, stats
-
-        def attacked(
-            radius,
-            stream,
-            stats,
-            num_steps=steps,
-            loss=attacks.cross_entropy,
-            targets=labels,
-            start=None,
-        ):
-            """PGD at radius [B] on loss(logits, targets); start(images, keys) replaces the
-            uniform random start. Returns (adversarial images, statistics after the passes)."""
-
-            def loss_fn(x, targets, stats):
-                logits, stats = batchnorm.forward(state.params, x, stats)
-                return loss(logits, targets), stats
-
-            size = attacks.pgd_step_size(radius, num_steps, step_min)
-            keys = attacks.example_keys(key, stream, ids)
-            first = None if start is None else start(images, keys)
-            return attacks.pgd_attack_carrying(
-                loss_fn, images, targets, radius, size, num_steps, keys, stats, unroll, first
-            )
-
-        def trades_attacked(radius, stats):  # PGD on KL(clean || adversarial), Gaussian start
-            clean_logits, stats = batchnorm.forward(state.params, images, stats)
-            return attacked(
-                radius,
-                _TRAIN_ATTACK,
-                stats,
-                loss=lambda logits, clean: trades.kl_divergence(clean, logits),
-                targets=jax.lax.stop_gradient(clean_logits),
-                start=trades.gaussian_start,
-            )
+        passes = Passes(config, state, batchnorm, images, labels, batch["id"], key)
 
         # the authors' order of passes (it sets the weights of the running-statistics updates):
-        # clean check (IAAT only), both probe attacks, both probe checks, training attack, loss
+        # clean check, both probe attacks, both probe checks, training attack, training passes
         stats, clean_correct = batchnorm.begin(state.batch_stats), None
-        if config.method == "iaat" or (config.method == "pgd" and config.pgd_clean_check):
-            clean_correct, checked_stats = correct(images, stats)
-            stats = checked_stats if config.method == "iaat" else stats
-        if config.method == "clean":
-            radius = eps_prev
-        elif config.method in ("pgd", "trades"):
-            radius = jnp.full_like(eps_prev, ramped_epsilon(config, state.step, ramp_steps))
-        elif not adapting:
-            warmup_epsilon = ramped_epsilon(config, state.step, ramp_steps)
-            radius = epsilon.warmup_radius(clean_correct, warmup_epsilon)
-        else:
-            at_prev, stats = attacked(eps_prev, _PROBE_PREV, stats, probe_steps)
-            at_high, stats = attacked(eps_prev + config.gamma, _PROBE_HIGH, stats, probe_steps)
-            prev_correct, stats = correct(at_prev, stats)
-            high_correct, stats = correct(at_high, stats)
-            radius = epsilon.adapted_radius(
-                eps_prev,
-                clean_correct,
-                prev_correct,
-                high_correct,
-                gamma=config.gamma,
-                beta=config.beta,
-                eps_max=config.epsilon_max,
-            )
-        inputs = images
-        if config.method == "trades":
-            inputs, stats = trades_attacked(radius, stats)
-        elif config.method != "clean":
-            inputs, stats = attacked(radius, _TRAIN_ATTACK, stats)
+        if policy.needs_clean_check or metric_check:
+            clean_correct, checked_stats = passes.correct(images, stats)
+            stats = checked_stats if policy.needs_clean_check else stats
+        fixed = ramped_epsilon(config, state.step, ramp_steps)
+        radius, stats = policy.radius(
+            passes, config, eps_prev, clean_correct, fixed, warming_up, stats
+        )
+        inputs, stats = method.objective.attack(passes, radius, stats)
         stats = batchnorm.settle(stats)
 
         def training_loss(params):
@@ -148,28 +141,25 @@ def _device_train_step(
                 logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
                 return logits, updates["batch_stats"]
 
-            clean_logits = None
-            if config.method == "trades":  # clean pass first, then the adversarial one
-                clean_logits, new_stats = forward(images, stats)
-                logits, new_stats = forward(inputs, new_stats)
-                losses = trades.trades_loss(clean_logits, logits, labels, config.trades_beta)
-            else:
-                logits, new_stats = forward(inputs, stats)
-                losses = attacks.cross_entropy(logits, labels)
+            clean_logits, new_stats = None, stats
+            if loss_part.clean_pass:  # the clean pass first, then the adversarial one
+                clean_logits, new_stats = forward(images, new_stats)
+            logits, new_stats = forward(inputs, new_stats)
+            losses = loss_part.per_example(clean_logits, logits, labels, config)
             return losses.sum() / global_batch, (logits, new_stats, clean_logits)
 
         (loss, (logits, new_stats, clean_logits)), grads = jax.value_and_grad(
             training_loss, has_aux=True
         )(state.params)
         new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
-        if clean_logits is not None:  # TRADES: the training pass's clean half is the check
+        if clean_logits is not None:  # the training pass's clean half is the check
             clean_correct = jnp.argmax(clean_logits, axis=-1) == labels
         metrics = {
             "train_loss": jax.lax.psum(loss, DATA_AXIS),
             "train_accuracy": _global_mean(jnp.argmax(logits, -1) == labels, global_batch),
             "batch_epsilon_mean": _global_mean(radius, global_batch),
         }
-        if config.method == "clean":  # the training pass is the clean check
+        if method.objective is methods.NO_ATTACK:  # the training pass is the clean check
             metrics["train_clean_accuracy"] = metrics["train_accuracy"]
         elif clean_correct is not None:
             metrics["train_clean_accuracy"] = _global_mean(clean_correct, global_batch)
@@ -201,18 +191,19 @@ class TrainStep:
         epochs=None,
         steps_per_epoch: int = 0,
     ):
-        self.warmup_epochs = config.warmup_epochs if config.method == "iaat" else 0
+        policy = methods.method_of(config).policy
+        self.warmup_epochs = config.warmup_epochs if policy.warmup else 0
         ramp_steps = 0
-        if config.method in ("pgd", "iaat", "trades") and config.epsilon_ramp_epochs:
+        if policy.ramp and config.epsilon_ramp_epochs:
             if not steps_per_epoch:
                 raise ValueError("config.epsilon_ramp_epochs needs the steps_per_epoch")
             ramp_steps = max(int(config.epsilon_ramp_epochs * steps_per_epoch), 1)
         replicated, by_row = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
         epochs = (0, self.warmup_epochs) if epochs is None else epochs  # None: every program
         self.jitted = {}
-        for adapting in sorted({self.adapting(epoch) for epoch in epochs}):
+        for phase in sorted({self.phase(epoch) for epoch in epochs}):
             sharded = jax.shard_map(
-                _device_train_step(model, config, adapting, ramp_steps),
+                _device_train_step(model, config, phase == WARM_UP, ramp_steps),
                 mesh=mesh,
                 in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P()),
                 out_specs=(P(), P(DATA_AXIS), P()),
@@ -220,27 +211,27 @@ class TrainStep:
             # out_shardings as `replicate` and `shard_rows` place the inputs: P() and not
             # shard_map's equivalent P(None, ...), which the jit cache would take for new input
             # types and compile again for at the second step
-            self.jitted[adapting] = jax.jit(
+            self.jitted[phase] = jax.jit(
                 sharded, donate_argnums=(0, 2), out_shardings=(replicated, by_row, replicated)
             )
-        self.compiled: dict[bool, Callable] = {}
+        self.compiled: dict[str, Callable] = {}
 
-    def adapting(self, epoch: int) -> bool:
-        """Whether `epoch` runs the IAAT adaptation program (False: warm-up, PGD or clean)."""
-        return epoch >= self.warmup_epochs
+    def phase(self, epoch: int) -> str:
+        """The program `epoch` runs: WARM_UP (IAAT's first epochs) or MAIN (every other)."""
+        return WARM_UP if epoch < self.warmup_epochs else MAIN
 
     def compile(self, state, batch, eps_prev, key) -> float:
         """Compile every program ahead of its first use; returns the seconds it took."""
         started = time.perf_counter()
-        for adapting, jitted in self.jitted.items():
-            if adapting not in self.compiled:
-                self.compiled[adapting] = jitted.lower(state, batch, eps_prev, key).compile()
+        for phase, jitted in self.jitted.items():
+            if phase not in self.compiled:
+                self.compiled[phase] = jitted.lower(state, batch, eps_prev, key).compile()
         return time.perf_counter() - started
 
     def __call__(self, state, batch, eps_prev, key, epoch: int):
         if not self.compiled:
             self.compile(state, batch, eps_prev, key)
-        program = self.compiled.get(self.adapting(epoch))
+        program = self.compiled.get(self.phase(epoch))
         if program is None:
             raise ValueError(f"epoch {epoch} is outside the epochs this step was built for")
         return program(state, batch, eps_prev, key)
@@ -288,7 +279,7 @@ def make_eval_step(
             radius,
             step_size,
             num_steps,
-            attacks.example_keys(key, _EVAL_ATTACK, batch["id"]),
+            attacks.example_keys(key, attacks.Stream.EVAL_ATTACK, batch["id"]),
             jnp.zeros_like(clean),
             unroll,
         )

@@ -17,7 +17,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from iaat_jax import config_checks, evaluate, experiment, files, metrics_log, sharding
+from iaat_jax import attacks, config_checks, evaluate, experiment, files, metrics_log, sharding
 from iaat_jax import step as step_lib
 from iaat_jax import workdir as workdir_lib
 from iaat_jax.checkpoint import Checkpointer
@@ -81,7 +81,9 @@ class TrainingRun:
         key = sharding.replicate(self.base_key, self.mesh)  # the step folds its number in
         self.feed = TableFeed(train_step, self.table, self.mesh, key)
         self.progress = metrics_log.Progress(self.first_step, self.total_steps)
-        self.eval_key = sharding.replicate(jax.random.fold_in(self.base_key, 2**31 - 1), self.mesh)
+        self.eval_key = sharding.replicate(
+            jax.random.fold_in(self.base_key, attacks.Stream.EPOCH_EVAL_KEY), self.mesh
+        )
 
     def train_epoch(
         self, state: TrainState, epoch: int, first_step: int, last_step: int, stop: StopRequest

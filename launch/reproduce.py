@@ -5,7 +5,9 @@ Usage: launch/reproduce.sh SET OUT [--plan [--accelerator=h100,v4-8] [--utilisat
 
 SET is one of SETS below: `cifar10` (the paper's Figure 3 and Table 1, measured with AutoAttack
 beside PGD: IAAT, PGD-AT at each radius of the frontier, TRADES, clean training), `toy` (the
-same script at toy size on fake CIFAR-shaped data: the test's). Every run trains into
+same script at toy size on fake CIFAR-shaped data: the test's), `methods_mnist5k` (every
+adversarial method on the embedded digits, a smoke of about 30 minutes on 2 CPU cores). Every
+run trains into
 OUT/NAME_seedS and is evaluated there (`--mode=evaluate`: the PGD sweep over test radii and the
 AutoAttack suite), then OUT/report gets the figures (Pareto frontier, robustness curves, radii)
 and report.md with the paper's table. A rerun skips finished trainings and evaluations; an
@@ -19,7 +21,7 @@ total, and runs nothing (iaat_jax/cost.py says how each figure is counted).
 {workdir} and {args} (the overrides, --mode=evaluate included), e.g.
   'launch/gpu.sh {config} {workdir} {args}'                      (all GPUs of this machine)
   'sbatch --wait --nodes=2 launch/gpu_slurm.sbatch {config} {workdir} {args}'      (SLURM)
-  'python launch/tpu_pod.py --name=iaat --zone=us-central2-b --accelerator_type=v4-8
+  '{python} launch/tpu_pod.py --name=iaat --zone=us-central2-b --accelerator_type=v4-8
    --config={config} --workdir={workdir} -- {args}'          (a TPU slice; OUT is gs://)
 Default: `python -m iaat_jax.main --config={config} --workdir={workdir} {args}` here.
 """
@@ -105,6 +107,21 @@ SETS = {
             f"--config.eval_suite_epsilons={_radii((8,))}",
         ),
         test_epsilon=8 / 255,
+    ),
+    "methods_mnist5k": ConfigSet(
+        what="every adversarial method on the embedded digits (MNIST-5k, the default config, "
+        "7 epochs): a smoke of the methods, not a study",
+        settings=tuple(
+            Setting(method, "configs/default.py", (f"--config.method={method}",))
+            for method in ("pgd", "trades", "mart", "iaat", "iaat_trades", "iaat_mart")
+        ),
+        seeds=(0,),
+        evaluation=(
+            "--config.sweep_epsilons=(0.3,)",
+            "--config.eval_suite=apgd",
+            "--config.eval_suite_epsilons=(0.3,)",
+        ),
+        test_epsilon=0.3,
     ),
     "toy": ConfigSet(
         what="toy size (the test's): fake CIFAR-shaped data, WRN-8-1, 3 steps a run",
@@ -265,29 +282,59 @@ def print_plan(config_set: ConfigSet, rows: list[dict], machine) -> None:
     )
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a command: the command was left to stop itself (training saves)."""
+
+
 def execute(words: list[str], log: Path) -> int:
-    """Run a command with its output in `log`; its exit status."""
+    """Run a command with its output in `log`; its exit status. On Ctrl-C (which reaches
+    the command too) it waits for the command to stop on its own, then raises Interrupted."""
     with log.open("a") as stream:
         stream.write(f"$ {shlex.join(words)}\n")
         stream.flush()
-        return subprocess.run(words, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(words, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            try:
+                process.wait()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop it now
+                process.kill()
+            raise Interrupted from None
+
+
+def local_home(out: str) -> Path:
+    """Where logs and the report go: OUT itself, or for a gs:// OUT a local directory."""
+    from iaat_jax import files
+
+    if not files.is_url(out):
+        return Path(out)
+    return Path("reproduce_out") / out.split("://", 1)[1].strip("/")
 
 
 def reproduce(config_set: ConfigSet, runs: list[PlannedRun], out: str, template: str) -> int:
     """Train and evaluate every run not done yet, then draw the report; an exit status."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")  # its checks only: the accelerator is the runs'
     from iaat_jax import config_checks, files, train
 
-    logs = Path(out if not files.is_url(out) else "launch_logs/reproduce") / "logs"
+    logs = local_home(out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()
+
+    def say(line: str) -> None:
+        print(f"[{time.time() - started:6.0f}s] {line}", flush=True)
+
     for index, run in enumerate(runs, start=1):
         workdir = files.join(out, run.name)
         where = f"{index}/{len(runs)} {run.name}:"
         if files.exists(files.join(workdir, "eval.json")):
-            print(f"[{time.time() - started:6.0f}s] {where} evaluated before: skipped", flush=True)
+            say(f"{where} evaluated before: skipped")
             continue
+        config = load_config(run)
         try:
-            finished = train.finished_at(load_config(run), workdir)
+            finished = train.finished_at(config, workdir)
         except config_checks.ConfigError as error:
             print(f"error: {run.name}: {error}", file=sys.stderr)
             return 2
@@ -296,27 +343,59 @@ def reproduce(config_set: ConfigSet, runs: list[PlannedRun], out: str, template:
             steps.insert(0, ("train", run.overrides))
         for what, args in steps:
             log = logs / f"{run.name}.{what}.log"
-            print(f"[{time.time() - started:6.0f}s] {where} {what} (log: {log})", flush=True)
-            if status := execute(command(template, run, workdir, args), log):
+            say(f"{where} {what} (log: {log})")
+            try:
+                status = execute(command(template, run, workdir, args), log)
+            except Interrupted:
+                print(f"interrupted during {what} {run.name}: rerun to resume", file=sys.stderr)
+                return 130
+            if status:
                 print(
                     f"error: {what} {run.name} failed (exit {status}): see {log}", file=sys.stderr
                 )
                 return 1
-    report = files.join(out, "report")
-    print(f"[{time.time() - started:6.0f}s] report: {report}/report.md", flush=True)
+            if what == "train" and train.finished_at(config, workdir) is None:
+                print(
+                    f"error: training {run.name} stopped before its last step (a signal or "
+                    f"--stop): see {log}; rerun to resume it",
+                    file=sys.stderr,
+                )
+                return 1
+    report = local_home(out) / "report"
+    say(f"report: {report}/report.md")
     suite = config_set.evaluation_suite
-    return execute(
-        [
-            sys.executable,
-            "-m",
-            "iaat_jax.report",
-            *(files.join(out, r.name) for r in runs),
-            f"--out={report}",
-            f"--test_epsilon={config_set.test_epsilon}",
-        ]
-        + ([f"--suite={suite}"] if suite else []),
-        logs / "report.log",
-    )
+    words = [sys.executable, "-m", "iaat_jax.report", *(files.join(out, r.name) for r in runs)]
+    words += [f"--out={report}", f"--test_epsilon={config_set.test_epsilon}"]
+    words += [f"--suite={suite}"] if suite else []
+    if status := execute(words, logs / "report.log"):
+        print(f"error: the report failed (exit {status}): see {logs}/report.log", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_template(template: str) -> str | None:
+    """What is wrong with a --command template, or None."""
+    fields = "{config}, {workdir} and {args} (a word of its own); {python} if you like"
+    try:
+        words = shlex.split(template)
+        for word in words:
+            if word != "{args}":
+                word.format(config="c", workdir="w", python="p")
+    except (ValueError, KeyError, IndexError) as error:
+        return f"--command={template!r} does not parse ({error!r}): it takes {fields}"
+    needed = [f for f in ("{config}", "{workdir}") if not any(f in w for w in words)]
+    needed += [] if "{args}" in words else ["{args}"]
+    if needed:
+        return f"--command={template!r} lacks {', '.join(needed)}: it takes {fields}"
+    return None
+
+
+def absolute_data_dir(override: str) -> str:
+    """A relative --config.data_dir as seen from the caller (the commands run elsewhere)."""
+    name, _, value = override.partition("=")
+    if name == "--config.data_dir" and value and "://" not in value:
+        return f"{name}={os.path.abspath(value)}"
+    return override
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -354,8 +433,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     except ValueError:
         parser.error(f"--seeds={args.seeds} is not a comma-separated list of whole numbers")
-    if "{workdir}" not in args.command or "{config}" not in args.command:
-        parser.error("--command needs {config} and {workdir} (and {args}): see --help")
+    if problem := check_template(args.command):
+        parser.error(problem)
+    if not args.out.startswith("gs://") and "://" not in args.out:
+        args.out = os.path.abspath(args.out)  # the commands run from the repository root
+    args.overrides = [absolute_data_dir(o) for o in args.overrides]
     return args
 
 

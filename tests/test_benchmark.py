@@ -73,9 +73,9 @@ def test_a_record_per_method_with_every_field():
 
 
 def test_bad_input_is_one_line_and_exit_2():
-    result = run_benchmark("--methods=pgd,mart")
+    result = run_benchmark("--methods=pgd,madry")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown method 'mart'")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown method 'madry'")
 
 
 class Linear(nn.Module):

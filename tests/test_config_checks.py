@@ -11,7 +11,7 @@ from iaat_jax import config_checks, train
     [
         ("dataset", "cifar1O", "unknown dataset 'cifar1O'"),
         ("model", "resnet9000", "unknown model 'resnet9000'"),
-        ("method", "mart", "unknown method 'mart'"),
+        ("method", "madry", "unknown method 'madry'"),
         ("trades_beta", -1.0, "trades_beta=-1.0 is negative"),
         ("epsilon", 8.0, "outside \\[0, 1\\]"),
         ("epsilon", -0.1, "outside \\[0, 1\\]"),

@@ -25,10 +25,13 @@ def test_evaluation_is_counted_attack_by_attack():
     config.sweep_restarts = 2
     config.eval_suite = "smoke"  # apgd-ce 5, apgd-t 5 x 2 targets, fab-t 5 x 2, square 50
     config.eval_suite_epsilons = (0.3,)
-    gradients, forwards = cost.final_eval_iterations(config)
-    # the sweep: 2 radii > 0 x 2 losses x 2 restarts x 20 steps, a check per restart; clean
+    gradients, forwards = cost.final_eval_iterations(config, num_classes=10)
+    # the sweep: 2 radii > 0 x 2 losses x 2 restarts x (20 steps, a clean pass and a check);
+    # radius 0 reuses them; the suite: apgd-ce 5, apgd-t 5 x 2, fab-t 5 x 2 (and a forward
+    # each), square 50 forwards
     assert gradients == 2 * 2 * 2 * 20 + (5 + 10 + 10)
-    assert forwards == 2 * 2 * 2 + 1 + 10 + 50
+    assert forwards == 2 * 2 * 2 * 2 + 10 + 50
+    assert cost.final_eval_iterations(config, num_classes=2)[0] == 2 * 2 * 2 * 20 + 5 + 5 + 5
     assert [a.name for a in autoattack.SUITES["smoke"]] == list(autoattack.ATTACK_NAMES)
     assert len(evaluate.sweep_attacks(config)) == 6
 
@@ -37,15 +40,15 @@ def test_the_plan_counts_each_phase_at_the_benchmarks_flops():
     config = default.get_config()  # IAAT: 2 warm-up epochs of 50 steps, then 5 adapting
     found = cost.run_cost(config)
     adapting = benchmark.benchmark_method(config, "iaat", 0, 0, flops_only=True)
-    assert found.steps_per_phase == {"warm-up": 100, "adapting": 250}
-    assert found.flops_per_step["adapting"] == adapting["flops_per_step"]
-    assert found.flops_per_step["warm-up"] < found.flops_per_step["adapting"] / 2
+    assert found.steps_per_phase == {"warm-up": 100, "main": 250}
+    assert found.flops_per_step["main"] == adapting["flops_per_step"]
+    assert found.flops_per_step["warm-up"] < found.flops_per_step["main"] / 2
     assert found.train_flops == pytest.approx(
         100 * found.flops_per_step["warm-up"] + 250 * adapting["flops_per_step"]
     )
     # 2 checkpoints of 107,066 float32 parameters and their momentum (and a few hundred bytes
     # of BatchNorm statistics and the step), and the 4,000-entry radius table
-    weights = 2 * (2 * 4 * 107_066) + 4 * 4000
+    weights = 2 * (2 * 4 * 107_066 + 4 * 4000) + 4 * 4000
     assert weights <= found.checkpoint_bytes <= weights + 2 * 1024
     machine = cost.accelerator("v4-8")
     assert found.hours(machine) == pytest.approx(found.flops / (4 * 275e12 * 0.31) / 3600)

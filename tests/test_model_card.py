@@ -16,7 +16,7 @@ def test_evaluation_writes_a_model_card_of_the_run(trained_runs):
     for expected in (
         f"`small_cnn`, {parameters:,} parameters",
         "trained on the `train` split (4,000 examples)",
-        "Instance Adaptive Adversarial Training",
+        "- Method: IAAT (Balaji, Goldstein and Hoffman",
         f"Clean accuracy: {results['clean_accuracy']:.4f}",
         f"suite `smoke` at eps 0.3000: {suite['robust_accuracy']:.4f} (apgd-ce",
         f"Mean {table.mean():.4f}, max {table.max():.4f}",

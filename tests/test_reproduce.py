@@ -4,6 +4,7 @@ each run's eval.json (slow)."""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -72,11 +73,19 @@ def test_a_rerun_trains_only_what_is_unfinished_and_evaluates_only_what_is_uneva
     evaluated, trained, fresh = reproduce.planned_runs(config_set, (0,))
     (tmp_path / evaluated.name).mkdir()
     (tmp_path / evaluated.name / "eval.json").write_text("{}")
+    done = {trained.name}  # runs whose training has its last checkpoint
     monkeypatch.setattr(
-        train, "finished_at", lambda config, workdir: 3 if trained.name in workdir else None
+        train, "finished_at", lambda config, workdir: 3 if workdir.split("/")[-1] in done else None
     )
     executed = []
-    monkeypatch.setattr(reproduce, "execute", lambda words, log: executed.append(words) or 0)
+
+    def execute(words, log, finishes=True):  # a training command finishes its run
+        executed.append(words)
+        if finishes and "--mode=evaluate" not in words and "iaat_jax.report" not in words:
+            done.add(fresh.name)
+        return 0
+
+    monkeypatch.setattr(reproduce, "execute", execute)
     status = reproduce.reproduce(config_set, [evaluated, trained, fresh], str(tmp_path), "{args}")
     assert status == 0
     assert executed[:3] == [
@@ -87,11 +96,51 @@ def test_a_rerun_trains_only_what_is_unfinished_and_evaluates_only_what_is_uneva
     assert executed[3][1:3] == ["-m", "iaat_jax.report"] and len(executed) == 4
     assert "1/3 iaat_seed0: evaluated before: skipped" in capsys.readouterr().out
 
+    executed.clear()  # a training stopped before its end (exit 0) is not evaluated
+    done.discard(fresh.name)
+    monkeypatch.setattr(reproduce, "execute", lambda words, log: execute(words, log, False))
+    assert reproduce.reproduce(config_set, [fresh], str(tmp_path), "{args}") == 1
+    assert executed == [fresh.overrides]
+    assert "error: training pgd_eps8_seed0 stopped before its last step" in capsys.readouterr().err
+
     executed.clear()  # a failing command stops the study with its log's name
     monkeypatch.setattr(reproduce, "execute", lambda words, log: executed.append(words) or 1)
     assert reproduce.reproduce(config_set, [fresh], str(tmp_path), "{args}") == 1
     assert len(executed) == 1
     assert "error: train pgd_eps8_seed0 failed (exit 1): see" in capsys.readouterr().err
+
+
+def test_every_documented_launcher_template_is_accepted_by_its_launcher(monkeypatch, tmp_path):
+    """The templates of docs/reproduce.md pass the template check, and their words are what
+    launch/gpu.sh and launch/tpu_pod.py take (tpu_pod.py parses them here)."""
+    from test_tpu_pod import tpu_pod
+
+    documented = (REPO / "docs" / "reproduce.md").read_text()
+    templates = [
+        line.split("`")[-2]
+        for line in documented.splitlines()
+        if line.startswith("| ") and "{workdir}" in line
+    ]
+    assert len(templates) == 4
+    for template in templates:
+        assert reproduce.check_template(template) is None, template
+    setting = next(s for s in reproduce.SETS["cifar10"].settings if s.name == "pgd_eps4")
+    run = reproduce.PlannedRun("pgd_eps4_seed0", setting, 0, ("--config.data_dir=gs://b/tfds",))
+    args = [*run.overrides, "--mode=evaluate"]
+    (tpu,) = [t for t in templates if "tpu_pod.py" in t]
+    words = reproduce.command(tpu, run, "gs://b/out/pgd_eps4_seed0", args)
+    assert words[:2] == [sys.executable, "launch/tpu_pod.py"]
+    monkeypatch.chdir(REPO)
+    parsed = tpu_pod.parse_args(words[2:])
+    assert parsed.config == "configs/cifar10_pgd.py" and parsed.overrides == args
+    (gpu,) = [t for t in templates if t.startswith("launch/gpu.sh")]
+    assert reproduce.command(gpu, run, "w", args)[1:3] == ["configs/cifar10_pgd.py", "w"]
+    assert reproduce.check_template("launch/gpu.sh {config} {workdir}").endswith(
+        "it takes {config}, {workdir} and {args} (a word of its own); {python} if you like"
+    )
+    relative = reproduce.parse_args(["toy", "rel/out", "--", "--config.data_dir=data"])
+    assert relative.out == os.path.abspath("rel/out")  # the commands run from the repository
+    assert relative.overrides == [f"--config.data_dir={os.path.abspath('data')}"]
 
 
 @pytest.mark.slow

@@ -54,7 +54,8 @@ def assert_trees_close(tree_1, tree_8, atol=1e-5):
 @pytest.mark.parametrize(
     "method, epoch, batchnorm",
     [("iaat", 0, "running"), ("iaat", 5, "running"), ("iaat", 5, "global"), ("pgd", 0, "running")]
-    + [("clean", 0, "running"), ("trades", 0, "running")],
+    + [("clean", 0, "running"), ("trades", 0, "running"), ("mart", 0, "running")]
+    + [("iaat_trades", 5, "running"), ("iaat_mart", 5, "global")],
 )
 def test_eight_devices_match_one_device(fast_config, method, epoch, batchnorm):
     assert jax.device_count() == 8
@@ -238,7 +239,9 @@ def test_both_iaat_programs_compile_at_the_first_step_and_serve_every_later_one(
         # compiling again, so every step below runs one of the two programs built at the first
         state, eps, _ = train_step(state, batch, eps_prev, key, epoch)
         programs = programs or dict(train_step.compiled)
-        assert set(programs) == {False, True} and train_step.compiled == programs
+        assert (
+            set(programs) == {step_lib.WARM_UP, step_lib.MAIN} and train_step.compiled == programs
+        )
         radii.append(np.asarray(eps))
     assert all(jitted._cache_size() == 0 for jitted in train_step.jitted.values())
     assert np.all(np.isclose(radii[1], 0) | np.isclose(radii[1], fast_config.epsilon))  # warm-up

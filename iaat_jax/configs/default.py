@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = "small_cnn"  # a key of iaat_jax.models.MODELS
     config.half_precision = placeholder(bool)  # bfloat16 compute; None: on TPU/GPU, off on CPU
     # Method.
-    config.method = "iaat"  # 'clean', 'pgd' (fixed radius, Madry et al.), 'trades' or 'iaat'
+    config.method = "iaat"  # a key of iaat_jax.methods.METHODS: clean, pgd, trades, mart, iaat, ...
     config.epsilon = 0.3  # L-inf radius: PGD-AT's fixed radius, IAAT's warm-up radius, eval radius
     config.gamma = 0.075  # IAAT: radius probe step (reference ratio: 1.9/255 for epsilon 8/255)
     config.beta = 0.3  # IAAT: smoothing weight (reference 0.1 over 100 epochs; 0.3 adapts in 5)
@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.attack_batchnorm_updates = False  # 'global'/'local': attack passes update running stats
     config.probe_steps = placeholder(int)  # IAAT: PGD steps per radius probe; None: attack_steps
     config.trades_beta = 1.0  # TRADES: weight of the KL term (authors: 1.0 MNIST, 6.0 CIFAR-10)
+    config.mart_beta = 6.0  # MART: weight of the misclassification-weighted KL term (authors')
     config.pgd_clean_check = False  # PGD-AT: a clean pass per step for train_clean_accuracy (+3%)
     config.eval_attack_steps = 10  # PGD steps of the per-epoch robust evaluation
     config.attack_unroll = placeholder(bool)  # unroll PGD loops; None: on CPU only (faster there)

@@ -74,7 +74,7 @@ class AuthorsWideResNet(nn.Module):
     """The IAAT release's "WRN-32-10": BatchNorm without affine parameters in the body, first
     conv 16 * width channels, a 1x1-conv head to the classes without bias, then the model's one
     affine BatchNorm (over the classes), then global average pool; convs Kaiming fan_out
-    (../shared/IAAT_REFERENCE.md, "Official hyper-parameters"; 46,090,740 parameters)."""
+    (the authors' models/wideresnet.py: docs/paper_configs.md; 46,090,740 parameters)."""
 
     num_classes: int
     depth: int = 32
