@@ -223,13 +223,15 @@ def restore_checkpoint(workdir: epath.Path, state_template, num_train: int, step
 def suite_results(
     config, state, model, mesh, batches: list[dict], sweep: dict, key, num_classes: int
 ) -> dict:
-    """The suite at each of its radii, from the sweep's clean flags, and its sanity checks;
-    the sweep's worst case at those radii also takes the suite's verdicts."""
+    """The suite at each of its radii, from the sweep's clean flags, its sanity checks, and
+    the sweep's worst case (a new list; `sweep` is left as it is) whose rows at those radii
+    also take the suite's verdicts."""
     suite = autoattack.SUITES[config.eval_suite]
     examples = autoattack.Examples.from_batches(batches)
     local_batch = config.eval_batch_size // jax.process_count()
     checks = attack_checks.model_checks(state, model, mesh, batches[0], batches[0]["mask"])
     runs, flags, count = [], sweep["flags"], sweep["num_examples"]
+    worst_case = [dict(row) for row in sweep["worst_case"]]
     for number, eps in enumerate(suite_epsilons(config)):
         eps_key = jax.random.fold_in(key, attacks.Stream.SUITE_RADIUS + number)
         robust, rows = autoattack.run_suite(
@@ -253,16 +255,16 @@ def suite_results(
             }
         )
         worst = robust & flags["robust"].get(eps, np.ones_like(robust))
-        row = next((r for r in sweep["worst_case"] if r["epsilon"] == eps), None)
+        row = next((r for r in worst_case if r["epsilon"] == eps), None)
         if row is None:
             row = {"epsilon": eps, "attacks": [], "restarts": 1}
-            sweep["worst_case"] = sorted(sweep["worst_case"] + [row], key=lambda r: r["epsilon"])
+            worst_case = sorted(worst_case + [row], key=lambda r: r["epsilon"])
         row["pgd_robust_accuracy"] = row.get("robust_accuracy")  # the sweep's alone
         row["robust_accuracy"] = float(_global_sum(worst.sum())) / count
         row["attacks"] = sorted(set(row["attacks"]) | {a.name for a in suite})
         if eps == suite_epsilons(config)[0] and suite[-1].name == "square":
             checks.update(attack_checks.square_check(rows[-1]["broken"], count))
-    return {"autoattack": runs, "checks": checks}
+    return {"autoattack": runs, "checks": checks, "worst_case": worst_case}
 
 
 def robustbench_entry(config, results: dict, num_params: int, split: str) -> dict:
