@@ -26,11 +26,14 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from iaat_jax import config_checks, experiment, fake_data, files, methods, sharding
-from iaat_jax import step as step_lib
-from iaat_jax.checkpoint import Checkpointer
-from iaat_jax.epsilon import EpsilonTable
-from iaat_jax.table_feed import TableFeed
+from iaat_jax import errors
+from iaat_jax.data import fake_data
+from iaat_jax.method import registry
+from iaat_jax.method import step as step_lib
+from iaat_jax.method.epsilon import EpsilonTable
+from iaat_jax.method.table_feed import TableFeed
+from iaat_jax.run import config_checks, experiment, files, sharding, workdir
+from iaat_jax.run.checkpoint import Checkpointer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config; --config.NAME=VALUE overrides.")
@@ -177,8 +180,8 @@ def benchmark_method(
     data = fake_data.create_fake_source(config, jax.process_index(), jax.process_count())
     mesh = sharding.make_mesh()
     parts = experiment.create_experiment(config, data, mesh)
-    adaptive = methods.METHODS[method].policy.warmup
-    epoch = config.warmup_epochs if adaptive else 0  # IAAT: after its warm-up
+    adaptive = registry.METHODS[method].policy.warmup
+    epoch = config.iaat_warmup_epochs if adaptive else 0  # IAAT: after its warm-up
     num_batches = 1 if flops_only else 4
     batches = [batch for _, batch in zip(range(num_batches), data.train_epoch(0), strict=False)]
     table = EpsilonTable(data.num_train, np.full(data.num_train, config.epsilon, np.float32))
@@ -280,7 +283,7 @@ def main(argv: list[str]) -> None:
     try:
         for method in FLAGS.methods:
             config_checks.validate_config(_method_config(config, method), jax.device_count())
-    except config_checks.ConfigError as error:
+    except errors.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if FLAGS.checkpoint_dir:
@@ -291,5 +294,12 @@ def main(argv: list[str]) -> None:
         print(json.dumps(record), flush=True)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with the config fields' older names renamed (as main's; ml_collections
+    reads the --config.NAME overrides from sys.argv itself)."""
+    argv = sys.argv[:] = workdir.with_current_flag_names(argv)
+    return app.parse_flags_with_usage(argv)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -27,11 +27,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from iaat_jax import evaluate, files, metrics_log, train
-from iaat_jax import workdir as workdir_lib
-from iaat_jax.checkpoint import CheckpointError
-from iaat_jax.config_checks import ConfigError
-from iaat_jax.stop import NonFiniteError, TrainingStopped
+from iaat_jax.errors import CheckpointError, ConfigError, NonFiniteError, TrainingStopped
+from iaat_jax.evaluation import evaluate
+from iaat_jax.run import files, metrics_log, train
+from iaat_jax.run import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the epsilon table.")
@@ -164,7 +163,7 @@ def _fail(error: BaseException, status: int) -> None:
 
 def with_saved_config(argv: list[str]) -> list[str]:
     """`argv`, where it evaluates a --workdir without --config, given the workdir's saved
-    config as its --config (iaat_jax/workdir.py:DIR), so --config.NAME overrides still apply."""
+    config as its --config (iaat_jax/run/workdir.py:DIR), so --config.NAME overrides still apply."""
 
     def value(name):
         for index, arg in enumerate(argv):
@@ -216,6 +215,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[1:]):
         print(usage())
         sys.exit(0)
+    # ml_collections reads the --config.NAME overrides from sys.argv itself: rename them there
+    argv = sys.argv[:] = workdir_lib.with_current_flag_names(argv)
     try:
         remaining = FLAGS(with_saved_config(argv))
         if FLAGS.config is not None:

@@ -21,11 +21,12 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from iaat_jax import experiment, files, models
-from iaat_jax import workdir as workdir_lib
-from iaat_jax.checkpoint import Checkpointer
-from iaat_jax.config_checks import ConfigError
-from iaat_jax.datasets import DATASETS
+from iaat_jax import models
+from iaat_jax.data.datasets import DATASETS
+from iaat_jax.errors import ConfigError
+from iaat_jax.run import experiment, files
+from iaat_jax.run import workdir as workdir_lib
+from iaat_jax.run.checkpoint import Checkpointer
 
 EXPORT_PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -109,8 +110,8 @@ def load_test_split(dataset: str = "mnist5k", data_dir: str | None = None):
     """A dataset's test split as arrays, in the order evaluation reads it: images float32
     [N, H, W, C] in [0, 1] and labels int [N]. Reads TFDS (TensorFlow needed): the embedded
     default is built on first use; others are prepared once (python -m iaat_jax.prepare)."""
-    from iaat_jax import input_pipeline
     from iaat_jax.configs import default
+    from iaat_jax.data import input_pipeline
 
     config = default.get_config()
     config.dataset, config.data_dir = dataset, data_dir

@@ -7,9 +7,9 @@
 # Usage: launch/frontier_mnist5k.sh OUT_DIR [SEEDS] [RADII] [EPOCHS]
 #   default SEEDS "0 1 2", RADII "0.1 0.2 0.3 0.4" (PGD-AT's; "" for none), EPOCHS 7 (the default config's)
 #   TRADES_RADII ("0.3"; "" for none) and IAAT_RADII ("0.3": IAAT's warm-up radius; "" for none);
-#   IAAT_ARGS: further overrides of every IAAT run, e.g. "--config.gamma=0.05"; CLEAN=0: no
+#   IAAT_ARGS: further overrides of every IAAT run, e.g. "--config.iaat_gamma=0.05"; CLEAN=0: no
 #   clean-training run (e.g. a further IAAT setting beside a finished frontier)
-#   SUITE (autoattack_cpu; or autoattack, apgd: iaat_jax/autoattack.py) and SUITE_EPSILONS
+#   SUITE (autoattack_cpu; or autoattack, apgd: iaat_jax/attacks/autoattack.py) and SUITE_EPSILONS
 #   ("(0.3,)") set the suite; each suite radius costs 2-7 minutes per run on 2 CPU cores, and a
 #   7-epoch training run 1-3 minutes
 # Rerunning resumes: finished trainings and evaluations are skipped.

@@ -41,7 +41,7 @@ for radius in "${pgd_radii[@]}"; do
 done
 for radius in "${radii[@]}"; do
   for gamma in "${gammas[@]}"; do
-    iaat="--config.method=iaat --config.epsilon=$radius --config.gamma=$gamma"
+    iaat="--config.method=iaat --config.epsilon=$radius --config.iaat_gamma=$gamma"
     settings+=("iaat_eps${radius}_gamma$gamma:$iaat $common ${IAAT_ARGS:-}")
   done
 done

@@ -15,7 +15,7 @@ interrupted training resumes from its checkpoint. Logs: OUT/logs/NAME_seedS.{tra
 Overrides after `--` apply to every run, e.g. `-- --config.data_dir=gs://BUCKET/tfds`.
 
 --plan prints each run, its steps, FLOPs, hours on --accelerator and checkpoint disk, and the
-total, and runs nothing (iaat_jax/cost.py says how each figure is counted).
+total, and runs nothing (iaat_jax/analysis/cost.py says how each figure is counted).
 
 --command runs each training and evaluation through a launcher: a template with {config},
 {workdir} and {args} (the overrides, --mode=evaluate included), e.g.
@@ -88,8 +88,8 @@ def command(template: str, run: PlannedRun, workdir: str, args: list[str]) -> li
 
 
 def plan(runs: list[PlannedRun]) -> list[tuple[PlannedRun, object]]:
-    """Each run with its cost (iaat_jax/cost.py's RunCost)."""
-    from iaat_jax import cost
+    """Each run with its cost (iaat_jax/analysis/cost.py's RunCost)."""
+    from iaat_jax.analysis import cost
 
     costs, planned = {}, []
     for run in runs:
@@ -134,7 +134,7 @@ def print_plan(config_set: ConfigSet, rows: list[dict], machine) -> None:
     print(f"\nplan: {config_set.what}")
     print(
         f"on {machine.name}: {machine.chips} chip(s) of {machine.chip_peak / 1e12:.0f} TFLOP/s "
-        f"bf16 peak, {machine.utilisation:.0%} of it assumed (iaat_jax/cost.py says why)"
+        f"bf16 peak, {machine.utilisation:.0%} of it assumed (iaat_jax/analysis/cost.py says why)"
     )
     print(
         f"{'run':<16} {'steps':>7} {'train FLOPs':>12} {'eval FLOPs':>11} {'hours':>7} "
@@ -187,7 +187,7 @@ def execute(words: list[str], log: Path) -> int:
 
 def local_home(out: str) -> Path:
     """Where logs and the report go: OUT itself, or for a gs:// OUT a local directory."""
-    from iaat_jax import files
+    from iaat_jax.run import files
 
     if not files.is_url(out):
         return Path(out)
@@ -199,7 +199,8 @@ def reproduce(config_set: ConfigSet, runs: list[PlannedRun], out: str, template:
     import jax
 
     jax.config.update("jax_platforms", "cpu")  # its checks only: the accelerator is the runs'
-    from iaat_jax import config_checks, files, train
+    from iaat_jax import errors
+    from iaat_jax.run import files, train
 
     logs = local_home(out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -217,7 +218,7 @@ def reproduce(config_set: ConfigSet, runs: list[PlannedRun], out: str, template:
         config = load_config(run)
         try:
             finished = train.finished_at(config, workdir)
-        except config_checks.ConfigError as error:
+        except errors.ConfigError as error:
             print(f"error: {run.name}: {error}", file=sys.stderr)
             return 2
         steps = [("evaluate", [*run.overrides, "--mode=evaluate", *config_set.evaluation])]
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = planned_runs(config_set, args.seeds or config_set.seeds, tuple(args.overrides))
     if not args.plan:
         return reproduce(config_set, runs, args.out, args.command)
-    from iaat_jax import cost
+    from iaat_jax.analysis import cost
 
     try:
         machines = [cost.accelerator(a, args.utilisation) for a in args.accelerator.split(",")]

@@ -77,7 +77,7 @@ def dataset_problem(args: argparse.Namespace, repo: Path) -> str | None:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         config = module.get_config()
-        from iaat_jax.datasets import DATASETS
+        from iaat_jax.data.datasets import DATASETS
     except ImportError as error:
         print(f"warning: the config's data_dir was not checked ({error})", file=sys.stderr)
         return None

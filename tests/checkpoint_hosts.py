@@ -17,8 +17,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from iaat_jax import experiment, sharding  # noqa: E402
-from iaat_jax.checkpoint import Checkpointer, CheckpointError  # noqa: E402
+from iaat_jax.errors import CheckpointError  # noqa: E402
+from iaat_jax.run import experiment, sharding  # noqa: E402
+from iaat_jax.run.checkpoint import Checkpointer  # noqa: E402
 
 
 def known_state(seed: int, mesh):

@@ -77,8 +77,8 @@ def load_config(name: str = "default") -> ml_collections.ConfigDict:
 def data_dir(tmp_path_factory) -> str:
     """A TFDS data_dir with the embedded MNIST-5k built once per test session."""
     path = tmp_path_factory.mktemp("tfds")
-    from iaat_jax import input_pipeline
-    from iaat_jax.datasets import DATASETS
+    from iaat_jax.data import input_pipeline
+    from iaat_jax.data.datasets import DATASETS
 
     input_pipeline.get_builder(DATASETS["mnist5k"], str(path))
     return str(path)
@@ -92,7 +92,7 @@ def fast_config(data_dir) -> ml_collections.ConfigDict:
     config.attack_steps = 2
     config.eval_attack_steps = 2
     config.num_epochs = 2
-    config.warmup_epochs = 1
+    config.iaat_warmup_epochs = 1
     config.batch_size = 80
     config.eval_batch_size = 200
     config.log_every_steps = 25
@@ -105,7 +105,8 @@ def trained_runs(tmp_path_factory, data_dir) -> dict:
 
     Returns {method: (workdir, the results evaluate_run returned)}.
     """
-    from iaat_jax import evaluate, train
+    from iaat_jax.evaluation import evaluate
+    from iaat_jax.run import train
 
     runs = {}
     for method in ("iaat", "pgd"):
@@ -115,7 +116,7 @@ def trained_runs(tmp_path_factory, data_dir) -> dict:
                 data_dir=data_dir,
                 method=method,
                 num_epochs=1,
-                warmup_epochs=0,
+                iaat_warmup_epochs=0,
                 attack_steps=2,
                 eval_attack_steps=2,
                 batch_size=80,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import REPO, cli_env, load_config
 
-from iaat_jax import benchmark, experiment, sharding
+from iaat_jax import benchmark
+from iaat_jax.run import experiment, sharding
 
 FIELDS = {
     "method": str,
@@ -33,7 +34,7 @@ FIELDS = {
 
 def tiny_config():
     config = load_config()
-    config.update(batch_size=16, attack_steps=1, fake_data=True, warmup_epochs=1)
+    config.update(batch_size=16, attack_steps=1, fake_data=True, iaat_warmup_epochs=1)
     return config
 
 
@@ -76,6 +77,9 @@ def test_bad_input_is_one_line_and_exit_2():
     result = run_benchmark("--methods=pgd,madry")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown method 'madry'")
+    result = run_benchmark("--config.beta=0", "--methods=iaat")  # IAAT's beta, by its old name
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: config.iaat_beta=0.0 must be in (0, 1]"
 
 
 class Linear(nn.Module):

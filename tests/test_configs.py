@@ -5,7 +5,7 @@ import pathlib
 import pytest
 from conftest import REPO, load_config
 
-from iaat_jax import config_checks
+from iaat_jax.run import config_checks
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
 
@@ -32,8 +32,12 @@ def test_paper_hyper_parameters():
         110,
         256,
     )
-    assert cifar.epsilon == pytest.approx(8 / 255) and cifar.gamma == pytest.approx(1.9 / 255)
-    assert (cifar.beta, cifar.warmup_epochs, tuple(cifar.lr_boundaries)) == (0.1, 10, (70, 90, 100))
+    assert cifar.epsilon == pytest.approx(8 / 255) and cifar.iaat_gamma == pytest.approx(1.9 / 255)
+    assert (cifar.iaat_beta, cifar.iaat_warmup_epochs, tuple(cifar.lr_boundaries)) == (
+        0.1,
+        10,
+        (70, 90, 100),
+    )
     baseline = load_config("cifar10_pgd")
     assert (baseline.method, baseline.num_epochs, tuple(baseline.lr_boundaries)) == (
         "pgd",

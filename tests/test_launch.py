@@ -66,7 +66,7 @@ def test_the_frontier_trains_clean_pgd_at_each_radius_trades_and_iaat_for_the_bu
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHON": str(stand_in), "IAAT_ARGS": "--config.gamma=0.05"},
+        env={**os.environ, "PYTHON": str(stand_in), "IAAT_ARGS": "--config.iaat_gamma=0.05"},
     )
     assert result.returncode == 0, result.stderr
     trained = [line for line in calls.read_text().splitlines() if "main --config" in line]
@@ -75,7 +75,7 @@ def test_the_frontier_trains_clean_pgd_at_each_radius_trades_and_iaat_for_the_bu
     methods = [line.split("--config.method=")[1].split()[0] for line in trained]
     assert methods == ["clean", "pgd", "pgd", "trades", "iaat"]
     assert all("--config.num_epochs=15" in line and "--config.seed=4" in line for line in trained)
-    assert "--config.epsilon=0.45" in trained[2] and "--config.gamma=0.05" in trained[4]
+    assert "--config.epsilon=0.45" in trained[2] and "--config.iaat_gamma=0.05" in trained[4]
     assert not any("gamma" in line for line in trained[:4])
     result = subprocess.run(
         ["bash", "launch/frontier_mnist5k.sh", str(tmp_path / "iaat"), "4", "", "7"],
@@ -113,7 +113,7 @@ def test_the_search_holds_out_training_digits_in_every_run_and_grids_radius_by_g
     assert [run_name(line) for line in trained] == ["pgd_eps0.4_seed0", *grid]
     for line in trained + evaluated:  # evaluation reads the held-out digits, never the test ones
         assert "--config.validation_examples=500" in line and "--config.num_epochs=9" in line
-    assert "--config.gamma=0.2" in trained[2] and "--config.epsilon=0.5" in trained[3]
+    assert "--config.iaat_gamma=0.2" in trained[2] and "--config.epsilon=0.5" in trained[3]
     assert len(evaluated) == 5 and all(line.endswith("--config.eval_suite=") for line in evaluated)
     assert lines[-1].startswith("-m iaat_jax.report") and lines[-1].count("_seed0") == 5
     assert ranked in result.stdout and result.stdout.endswith(
@@ -166,7 +166,7 @@ def test_the_colab_notebook_runs_headless_on_cpu(data_dir, tmp_path, monkeypatch
         "model": "wrn8_1_iaat",
         "num_train_steps": 2,
         "num_epochs": 1,
-        "warmup_epochs": 0,
+        "iaat_warmup_epochs": 0,
         "batch_size": 8,
         "eval_batch_size": 8,
         "attack_steps": 2,

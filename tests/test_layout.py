@@ -63,34 +63,50 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycles_in_the_package():
     graph = import_graph()
-    assert "iaat_jax.train" in graph and "iaat_jax.evaluate" in graph["iaat_jax.train"]
+    assert "iaat_jax.evaluation.evaluate" in graph["iaat_jax.run.train"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
-@pytest.mark.parametrize(
-    "module, forbidden",
-    [
-        ("iaat_jax.evaluate", {"iaat_jax.train", "iaat_jax.main"}),  # the evaluator never trains
-        ("iaat_jax.attacks", {"iaat_jax.step", "iaat_jax.train", "iaat_jax.evaluate"}),
-        ("iaat_jax.epsilon", {"iaat_jax.step", "iaat_jax.train", "iaat_jax.evaluate"}),
-        ("iaat_jax.runs", {"iaat_jax.train", "iaat_jax.evaluate", "iaat_jax.main"}),
-    ],
-)
-def test_dependencies_point_down(module, forbidden):
+def reachable_from(prefix: str) -> set[str]:
+    """Every module that the modules under `prefix` import, directly or not."""
     graph = import_graph()
-    reachable, todo = set(), [module]
+    todo = [name for name in graph if name == prefix or name.startswith(prefix + ".")]
+    reachable = set()
     while todo:
         for target in graph[todo.pop()] - reachable:
             reachable.add(target)
             todo.append(target)
-    assert not reachable & forbidden
+    return reachable
+
+
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        # data in knows nothing of what is done with it
+        ("iaat_jax.data", ("iaat_jax.method", "iaat_jax.attacks", "iaat_jax.run.train")),
+        # attacks know a classifier, not how it was trained
+        ("iaat_jax.attacks", ("iaat_jax.method", "iaat_jax.evaluation", "iaat_jax.run.train")),
+        ("iaat_jax.method.epsilon", ("iaat_jax.method.step", "iaat_jax.run.train")),
+        ("iaat_jax.evaluation", ("iaat_jax.run.train", "iaat_jax.main")),  # never trains
+        ("iaat_jax.analysis.runs", ("iaat_jax.run.train", "iaat_jax.evaluation", "iaat_jax.main")),
+        # nothing that trains or evaluates reads the analysis of runs
+        ("iaat_jax.main", ("iaat_jax.analysis",)),
+        ("iaat_jax.benchmark", ("iaat_jax.analysis",)),
+        ("iaat_jax.trained", ("iaat_jax.analysis",)),
+    ],
+)
+def test_dependencies_point_down(folder, forbidden):
+    reached = reachable_from(folder)
+    assert reached, folder
+    wrong = sorted(m for m in reached if any(m == f or m.startswith(f + ".") for f in forbidden))
+    assert not wrong, f"{folder} imports {wrong}"
 
 
 def test_training_and_evaluation_never_import_plotting():
     code = (
-        "import sys, iaat_jax.main, iaat_jax.train, iaat_jax.evaluate; "
+        "import sys, iaat_jax.main, iaat_jax.run.train, iaat_jax.evaluation.evaluate; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' "
-        "or m in ('iaat_jax.figures', 'iaat_jax.report')))"
+        "or m in ('iaat_jax.analysis.figures', 'iaat_jax.analysis.report')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
@@ -99,12 +115,27 @@ def test_training_and_evaluation_never_import_plotting():
     assert result.stdout.strip() == "[]"
 
 
-def test_every_module_has_its_own_test_file():
-    """tests/ mirrors iaat_jax/: test_<module>.py per module, test_<package>.py per subpackage."""
-    names = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    names |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    missing = sorted(n for n in names if not (REPO / "tests" / f"test_{n}.py").exists())
-    assert not missing, f"modules without tests/test_<name>.py: {missing}"
+WHOLE_PACKAGES = ("configs", "models", "datasets")  # tested as a whole: test_<package>.py
+COMMAND_NAMES = ("report.py", "prepare.py")  # a command's name kept over a moved module
+
+
+def test_tests_mirror_the_package():
+    """iaat_jax/FOLDER/NAME.py has tests/FOLDER/test_NAME.py; a package tested as a whole has
+    test_<package>.py where the package sits; names are unique (pytest imports them by name)."""
+    expected = set()
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        whole = next((p for p in relative.parents if p.name in WHOLE_PACKAGES), None)
+        if whole is not None:
+            expected.add(whole.parent / f"test_{whole.name}.py")
+        elif path.name != "__init__.py" and str(relative) not in COMMAND_NAMES:
+            expected.add(relative.parent / f"test_{path.stem}.py")
+    missing = sorted(str(t) for t in expected if not (REPO / "tests" / t).exists())
+    assert not missing, f"modules without their tests/ file: {missing}"
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), "two test files share a name"
+    for name in COMMAND_NAMES:  # two lines that hand the command to its module
+        assert len((PACKAGE / name).read_text().split("import")) == 3
 
 
 @pytest.mark.slow  # builds the package twice with pip, about 20 s

@@ -45,7 +45,7 @@ def test_cli_trains_one_epoch_then_refuses_bad_input_without_touching_the_run(da
         "--workdir=run",
         f"--config.data_dir={data_dir}",
         "--config.num_epochs=1",
-        "--config.warmup_epochs=0",
+        "--config.iaat_warmup_epochs=0",
         "--config.attack_steps=3",
         "--config.eval_attack_steps=3",
         cwd=tmp_path,
@@ -107,8 +107,11 @@ def test_cli_names_both_numbers_when_the_batch_does_not_split(data_dir, tmp_path
             "docs/config_fields.md",
         ),
         (["--bogus=1"], "Unknown command line flag 'bogus' (python -m iaat_jax.main --help"),
-        (["--config.gamma=nan"], "config.gamma=nan is not a finite number"),
-        (["--config.warmup_epochs=9"], "config.warmup_epochs=9 exceeds config.num_epochs=7"),
+        (["--config.iaat_gamma=nan"], "config.iaat_gamma=nan is not a finite number"),
+        (
+            ["--config.warmup_epochs=9"],  # its older name, renamed for the user
+            "config.iaat_warmup_epochs=9 exceeds config.num_epochs=7",
+        ),
         (["--mode=evaluate"], "holds no training run"),
     ],
 )
@@ -162,7 +165,7 @@ def test_evaluate_reads_the_runs_config_any_checkpoint_on_any_device_count(data_
         "--config.batch_size=60",
         "--config.num_train_steps=60",
         "--config.num_epochs=1",
-        "--config.warmup_epochs=0",
+        "--config.iaat_warmup_epochs=0",
         "--config.attack_steps=2",
         "--config.eval_attack_steps=2",
         "--config.checkpoint_every_steps=30",

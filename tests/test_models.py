@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from iaat_jax import attacks, models
-from iaat_jax.attacks import cross_entropy, example_keys
+from iaat_jax import models
+from iaat_jax.attacks import pgd
+from iaat_jax.attacks.pgd import cross_entropy, example_keys
 
 
 def param_count(model, shape) -> int:
@@ -120,7 +121,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_a_float32_attack():
     labels = jnp.zeros(8, jnp.int32)
     loss_fn = lambda x, y: cross_entropy(model.apply(variables, x, train=False), y)
     radius = jnp.full(8, 0.1)
-    adversarial = attacks.pgd_attack(
+    adversarial = pgd.pgd_attack(
         loss_fn,
         images,
         labels,

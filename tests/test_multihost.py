@@ -20,7 +20,7 @@ def free_port() -> int:
 
 RUN = (  # the run both tests train
     "--config.num_epochs=1",
-    "--config.warmup_epochs=1",
+    "--config.iaat_warmup_epochs=1",
     "--config.attack_steps=2",
     "--config.eval_attack_steps=2",
     "--config.batch_size=80",

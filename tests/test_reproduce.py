@@ -11,7 +11,8 @@ import sys
 import pytest
 from conftest import REPO, cli_env
 
-from iaat_jax import figures, train
+from iaat_jax.analysis import figures
+from iaat_jax.run import train
 
 spec = importlib.util.spec_from_file_location("reproduce", REPO / "launch" / "reproduce.py")
 reproduce = importlib.util.module_from_spec(spec)

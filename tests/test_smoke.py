@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO, cli_env, load_config
 
-from iaat_jax import fake_data
+from iaat_jax.data import fake_data
 
 # Run Python with TensorFlow, TFDS and TensorBoard hidden, as on a machine without them.
 WITHOUT_TENSORFLOW = """

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from conftest import REPO, cli_env
 
-from iaat_jax import input_pipeline, trained
-from iaat_jax.config_checks import ConfigError
+from iaat_jax import trained
+from iaat_jax.data import input_pipeline
+from iaat_jax.errors import ConfigError
+from iaat_jax.run.workdir import saved_config
 from iaat_jax.trained import load
-from iaat_jax.workdir import saved_config
 
 
 def eval_digits(workdir):

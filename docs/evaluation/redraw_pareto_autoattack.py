@@ -1,5 +1,5 @@
 """Redraw the README's headline figure, pareto_autoattack.png, from the per-seed numbers
-recorded in pareto_autoattack.json, with the report's own figure code (iaat_jax.figures):
+recorded in pareto_autoattack.json, with the report's own figure code (iaat_jax.analysis.figures):
 
     python docs/evaluation/redraw_pareto_autoattack.py
 """
@@ -12,8 +12,8 @@ from etils import epath
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from iaat_jax import figures  # noqa: E402
-from iaat_jax.runs import Run  # noqa: E402
+from iaat_jax.analysis import figures  # noqa: E402
+from iaat_jax.analysis.runs import Run  # noqa: E402
 
 
 def recorded_runs() -> list[Run]:

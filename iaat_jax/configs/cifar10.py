@@ -28,9 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.shuffle_buffer = 50_000
     config.method = "iaat"
     config.epsilon = 8 / 255  # warm-up radius and evaluation radius
-    config.gamma = 1.9 / 255
-    config.beta = 0.1
-    config.warmup_epochs = 10
+    config.iaat_gamma = 1.9 / 255
+    config.iaat_beta = 0.1
+    config.iaat_warmup_epochs = 10
     config.attack_steps = 10
     # the authors' train-mode attacks on one GPU: statistics of the whole batch of 256, the
     # same on any device count ('local': their nn.DataParallel on several GPUs, cheaper on a pod)

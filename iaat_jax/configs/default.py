@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     """The default experiment; every other config starts from this one."""
     config = ml_collections.ConfigDict()
     # Data.
-    config.dataset = "mnist5k"  # a key of iaat_jax.datasets.DATASETS
+    config.dataset = "mnist5k"  # a key of iaat_jax.data.datasets.DATASETS
     config.data_dir = placeholder(str)  # TFDS data_dir; None: TFDS_DATA_DIR, ~/tensorflow_datasets
     config.cache = True  # keep decoded training images in memory (small datasets only)
     config.shuffle_buffer = 10_000  # examples in the tf.data shuffle buffer
@@ -29,11 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = "small_cnn"  # a key of iaat_jax.models.MODELS
     config.half_precision = placeholder(bool)  # bfloat16 compute; None: on TPU/GPU, off on CPU
     # Method.
-    config.method = "iaat"  # a key of iaat_jax.methods.METHODS: clean, pgd, trades, mart, iaat, ...
+    config.method = "iaat"  # a METHODS name (method/registry.py): clean, pgd, trades, mart, ...
     config.epsilon = 0.3  # L-inf radius: PGD-AT's fixed radius, IAAT's warm-up radius, eval radius
-    config.gamma = 0.075  # IAAT: radius probe step (reference ratio: 1.9/255 for epsilon 8/255)
-    config.beta = 0.3  # IAAT: smoothing weight (reference 0.1 over 100 epochs; 0.3 adapts in 5)
-    config.warmup_epochs = 2  # IAAT: epochs with radius = epsilon * clean_correct
+    config.iaat_gamma = 0.075  # IAAT: probe step (reference ratio: 1.9/255 for epsilon 8/255)
+    config.iaat_beta = 0.3  # IAAT: smoothing (reference 0.1 over 100 epochs; 0.3 adapts in 5)
+    config.iaat_warmup_epochs = 2  # IAAT: epochs with radius = epsilon * clean_correct
     config.epsilon_ramp_epochs = 2  # PGD-AT's and IAAT warm-up's epsilon ramp up over these epochs
     config.epsilon_max = placeholder(float)  # optional cap on IAAT radii; None: no cap (reference)
     config.attack_steps = 10  # PGD steps of every training attack
@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep_step_size = 0.0  # 0: the training rule max(eps / (steps / 2), attack_step_min)
     config.sweep_restarts = 1  # random restarts per attack; an example must survive all
     config.sweep_losses = ("ce", "margin")  # cross-entropy and CW margin; worst case over both
-    # --mode=evaluate: the attack suite at the headline radii (iaat_jax.autoattack.SUITES).
+    # --mode=evaluate: the attack suite at the headline radii (iaat_jax.attacks.autoattack.SUITES).
     config.eval_suite = "autoattack"  # 'autoattack' (standard), 'autoattack_cpu', 'apgd'; '' none
     config.eval_suite_epsilons = ()  # radii of the suite; empty: (epsilon,)
     config.eval_corruptions = False  # also clean accuracy on cifar10_corrupted (cifar10 only)

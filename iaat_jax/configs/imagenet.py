@@ -34,9 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.shuffle_buffer = 16_384
     config.method = "iaat"
     config.epsilon = 4 / 255
-    config.gamma = 1 / 255
-    config.beta = 0.1
-    config.warmup_epochs = 5
+    config.iaat_gamma = 1 / 255
+    config.iaat_beta = 0.1
+    config.iaat_warmup_epochs = 5
     config.attack_steps = 3
     # train-mode attacks as the authors' code runs them, each device on its own batch (their
     # nn.DataParallel's statistics): no collective in the attack passes of a pod's step

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))  # iaat_jax, to read the runs' results
 STANDIN = REPO / "launch" / "rehearsal"
 OVERRIDES = [  # the default config, shortened: warm-up epoch, then the adaptive rule
     "--config.num_epochs=2",
-    "--config.warmup_epochs=1",
+    "--config.iaat_warmup_epochs=1",
     "--config.epsilon_ramp_epochs=1",
     "--config.num_train_steps=70",
     "--config.checkpoint_every_steps=10",

@@ -1,0 +1,226 @@
+"""AutoAttack's protocol (Croce and Hein, ICML 2020) with a radius per example, in JAX.
+
+At a test radius the suite's attacks run in order (standard AutoAttack: APGD-CE, APGD-T at 9
+target classes, FAB-T at 9, Square with 5,000 queries), each only on the examples that are
+classified correctly clean and that every earlier attack left robust. The survivors are gathered
+into full batches (static shapes for XLA), so a later attack costs only what remains; on several
+hosts each host gathers its own and all hosts run the same number of batches. Noise is keyed by
+example id, so an example's verdict does not depend on the batch it lands in.
+"""
+
+import dataclasses
+import functools
+import math
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from iaat_jax.attacks import fab, pgd, square
+from iaat_jax.run import metrics_log, sharding
+from iaat_jax.run.sharding import DATA_AXIS
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteAttack:
+    """One attack of a suite and its budget."""
+
+    name: str  # 'apgd-ce', 'apgd-t', 'fab-t' or 'square'
+    iterations: int  # APGD and FAB iterations; Square: queries
+    targets: int = 1  # apgd-t, fab-t: target classes, the clean logits' runner-up first
+
+    def budget(self, num_classes: int) -> dict:
+        """What eval.json records of this attack (targets as run, at most num_classes - 1)."""
+        budget = {"name": self.name, "iterations": self.iterations}
+        if self.name in ("apgd-t", "fab-t"):
+            budget["targets"] = min(self.targets, num_classes - 1)
+        if self.name == "square":
+            budget.update(queries=budget.pop("iterations"), p_init=square.P_INIT)
+        return budget
+
+
+ATTACK_NAMES = ("apgd-ce", "apgd-t", "fab-t", "square")
+SUITES = {
+    # AutoAttack's "standard" version, the field's and RobustBench's yardstick
+    "autoattack": (
+        SuiteAttack("apgd-ce", 100),
+        SuiteAttack("apgd-t", 100, 9),
+        SuiteAttack("fab-t", 100, 9),
+        SuiteAttack("square", 5000),
+    ),
+    # the same attacks on a CPU budget: fewer targets and queries (README "Evaluation")
+    "autoattack_cpu": (
+        SuiteAttack("apgd-ce", 100),
+        SuiteAttack("apgd-t", 100, 3),
+        SuiteAttack("fab-t", 100, 3),
+        SuiteAttack("square", 1000),
+    ),
+    # the white-box part alone
+    "apgd": (SuiteAttack("apgd-ce", 100), SuiteAttack("apgd-t", 100, 9)),
+    # every attack for a few iterations: smoke runs and tests, not a measurement
+    "smoke": (
+        SuiteAttack("apgd-ce", 5),
+        SuiteAttack("apgd-t", 5, 2),
+        SuiteAttack("fab-t", 5, 2),
+        SuiteAttack("square", 50),
+    ),
+}
+
+
+@dataclasses.dataclass
+class Examples:
+    """This host's evaluation examples in memory: image [n, H, W, C], label [n], id [n]."""
+
+    image: np.ndarray
+    label: np.ndarray
+    id: np.ndarray
+
+    @classmethod
+    def from_batches(cls, batches) -> "Examples":
+        """The real (mask 1) rows of padded evaluation batches."""
+        parts = {"image": [], "label": [], "id": []}
+        for batch in batches:
+            real = batch["mask"] > 0
+            for name in parts:
+                parts[name].append(np.asarray(batch[name])[real])
+        return cls(**{name: np.concatenate(rows) for name, rows in parts.items()})
+
+    def batch(self, rows: np.ndarray, size: int) -> dict:
+        """The examples `rows` (at most `size`) as a batch of `size`, padded with row 0."""
+        padded = np.zeros(size, np.int64)
+        padded[: len(rows)] = rows
+        return {"image": self.image[padded], "label": self.label[padded], "id": self.id[padded]}
+
+
+def _targets(clean_logits: jnp.ndarray, rank) -> jnp.ndarray:
+    """The class ranked `rank` (1: the runner-up) by each example's clean logits [B]."""
+    return jnp.take(jnp.argsort(-clean_logits, axis=-1), rank, axis=1)
+
+
+@functools.cache  # one program per (model, mesh, attack, iterations), compiled per batch size
+def make_attack_step(model: nn.Module, mesh: Mesh, name: str, iterations: int):
+    """`attack_step(state, batch, radius, key, target_rank) -> fooled` [B] (1.0: broken).
+
+    One suite attack at a radius per example [B], BatchNorm on running statistics; an example
+    counts as broken if the attack found a misclassified point inside its ball (any iterate
+    for APGD, FAB's closest point for FAB-T, any query for Square). Loops stay rolled: on a CPU
+    an unrolled APGD-100 runs no faster and compiles 30x longer.
+    """
+
+    def device_attack(state, batch, radius, key, target_rank):
+        images, labels = batch["image"], batch["label"]
+        logits_fn = lambda x: model.apply(state.variables, x, train=False)
+        keys = pgd.example_keys(key, pgd.Stream.SUITE, batch["id"])
+        if name == "apgd-ce":
+            _, fooled = pgd.apgd_attack(
+                logits_fn, pgd.cross_entropy, images, labels, radius, iterations, keys
+            )
+        elif name == "apgd-t":
+            targets = _targets(logits_fn(images), target_rank)
+            loss = lambda logits, y: pgd.targeted_dlr_loss(logits, y, targets)
+            _, fooled = pgd.apgd_attack(logits_fn, loss, images, labels, radius, iterations, keys)
+        elif name == "fab-t":
+            targets = _targets(logits_fn(images), target_rank)
+            _, distance = fab.fab_targeted(logits_fn, images, labels, targets, iterations)
+            fooled = distance <= radius
+        else:
+            _, fooled = square.square_attack(logits_fn, images, labels, radius, iterations, keys)
+        return fooled.astype(jnp.float32)
+
+    sharded = jax.shard_map(
+        device_attack,
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
+        out_specs=P(DATA_AXIS),
+    )
+    return jax.jit(sharded)
+
+
+def _batches(rows: np.ndarray, size: int, devices: int):
+    """(rows, batch size) of full batches of `size`, the last one rounded up to a quarter of
+    `size` (fewer padded rows, at most four programs per attack), the same number of batches
+    and sizes on every host."""
+    counts = sharding.every_host(len(rows))[:, 0]
+    num_batches = math.ceil(counts.max() / size)
+    quarter = max(math.ceil(size / 4 / devices) * devices, devices)
+    last = int(counts.max()) - (num_batches - 1) * size  # the host with the most rows decides
+    for index in range(num_batches):
+        batch_size = size if index < num_batches - 1 else math.ceil(last / quarter) * quarter
+        yield rows[index * size : index * size + batch_size], min(batch_size, size)
+
+
+def _cost(attack: SuiteAttack) -> float:
+    """Relative seconds per example of one target's run, for the ETA only (measured on a CPU:
+    an APGD iteration 1, a FAB iteration 1.5, a Square query 0.15)."""
+    per_iteration = {"apgd-ce": 1.0, "apgd-t": 1.0, "fab-t": 1.5, "square": 0.15}[attack.name]
+    return per_iteration * attack.iterations
+
+
+def run_suite(
+    state,
+    model: nn.Module,
+    mesh: Mesh,
+    examples: Examples,
+    robust: np.ndarray,
+    suite: tuple[SuiteAttack, ...],
+    epsilon: float,
+    key: jax.Array,
+    local_batch: int,
+    num_classes: int,
+) -> tuple[np.ndarray, list[dict]]:
+    """The suite at radius `epsilon` on this host's examples, starting from `robust` [n] (the
+    clean-correct flags). Returns (the per-example flags after the last attack, and per attack
+    its budget, the global robust accuracy after it, how many it broke, its seconds)."""
+    robust = robust.astype(bool).copy()
+    total = int(sharding.every_host(len(robust)).sum())
+    # one stage per (attack, target): each runs on the survivors of the stages before it
+    stages = [
+        (number, rank)
+        for number, attack in enumerate(suite)
+        for rank in range(1, attack.budget(num_classes).get("targets", 1) + 1)
+    ]
+    started, spent = time.perf_counter(), 0.0
+    results, before, attack_started = [], int(sharding.every_host(robust.sum()).sum()), started
+    for stage, (number, rank) in enumerate(stages):
+        attack = suite[number]
+        attack_step = make_attack_step(model, mesh, attack.name, attack.iterations)
+        # keyed by the attack's name: the same noise in any suite that runs it
+        attack_key = jax.random.fold_in(key, ATTACK_NAMES.index(attack.name))
+        attack_key = sharding.replicate(attack_key, mesh)
+        rank_array = sharding.replicate(np.int32(rank), mesh)
+        survivors = np.flatnonzero(robust)
+        for rows, size in _batches(survivors, local_batch, jax.local_device_count()):
+            batch = sharding.device_batch(examples.batch(rows, size), mesh)
+            radius = sharding.shard_rows(np.full(size, epsilon, np.float32), mesh)
+            fooled = attack_step(state, batch, radius, attack_key, rank_array)
+            robust[rows] &= sharding.local_rows(fooled)[: len(rows)] == 0
+        spent += len(survivors) * _cost(attack)
+        rate = (time.perf_counter() - started) / max(spent, 1e-9)
+        eta = rate * robust.sum() * sum(_cost(suite[n]) for n, _ in stages[stage + 1 :])
+        robust_now = int(sharding.every_host(robust.sum()).sum())
+        targets = attack.budget(num_classes).get("targets", 1)
+        logging.info(
+            "AutoAttack suite at eps %.4f: %s%s: %d of %d robust | ETA %s",
+            epsilon,
+            attack.name,
+            f" target {rank}/{targets}" if targets > 1 else "",
+            robust_now,
+            total,
+            metrics_log.format_seconds(eta),
+        )
+        if rank == targets:  # the attack's last stage
+            results.append(
+                dict(
+                    attack.budget(num_classes),
+                    robust_accuracy=robust_now / total,
+                    broken=before - robust_now,
+                    seconds=time.perf_counter() - attack_started,
+                )
+            )
+            before, attack_started = robust_now, time.perf_counter()
+    return robust, results
