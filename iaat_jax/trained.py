@@ -8,6 +8,9 @@ without iaat_jax:
     from jax import export
     predict = export.deserialize(open("predict.jax_exported", "rb").read())
     logits = predict.call(images)  # float32 [B, H, W, C] in [0, 1]
+
+It is serialized with its VJP, so its gradient is there too: `python -m iaat_jax.robustness
+--exported=PATH` runs AutoAttack on it.
 """
 
 import dataclasses
@@ -160,7 +163,8 @@ def export(classifier: Classifier, out: str) -> str:
     )
     files.makedirs(out)
     path = files.join(out, "predict.jax_exported")
-    files.write_bytes(path, bytes(exported.serialize()))
+    # with its VJP, so that gradient attacks can run on it (python -m iaat_jax.robustness)
+    files.write_bytes(path, bytes(exported.serialize(vjp_order=1)))
     config = classifier.config
     description = {
         "input": f"float32 [batch, {', '.join(map(str, classifier.image_shape))}] in [0, 1]",

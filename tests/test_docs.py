@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, cli_env, load_config
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-MODULES = ("main", "benchmark", "report", "prepare")
+MODULES = ("main", "benchmark", "report", "prepare", "robustness")
 
 
 def commands(text: str):
@@ -30,7 +30,7 @@ def help_texts() -> dict[str, str]:
     texts = {}
     for module in MODULES:
         command = [sys.executable, "-m", f"iaat_jax.{module}", "--helpfull"]
-        if module in ("report", "prepare"):
+        if module in ("report", "prepare", "robustness"):
             command[-1] = "--help"
         result = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True)
         texts[module] = result.stdout + result.stderr
@@ -43,7 +43,7 @@ def help_texts() -> dict[str, str]:
 
 def test_the_pages_show_commands_of_every_program():
     programs = {program for _, program, _ in all_commands()}
-    assert {"main", "benchmark", "report", "prepare", "launch/tpu_pod.py"} <= programs
+    assert {"main", "benchmark", "report", "prepare", "robustness", "launch/tpu_pod.py"} <= programs
 
 
 def test_every_flag_and_config_field_in_a_command_exists(help_texts):

@@ -6,12 +6,19 @@ classified correctly clean and that every earlier attack left robust. The surviv
 into full batches (static shapes for XLA), so a later attack costs only what remains; on several
 hosts each host gathers its own and all hosts run the same number of batches. Noise is keyed by
 example id, so an example's verdict does not depend on the batch it lands in.
+
+Every break an attack reports is re-checked before it counts: the point it found, put inside the
+example's ball and [0, 1], must be misclassified by a fresh forward pass. The classifier is any
+`classify(variables, images) -> logits` (images in [0, 1]); `flax_classifier` makes one of a
+Flax module; iaat_jax.robustness makes one of any JAX function.
 """
 
 import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -72,6 +79,15 @@ SUITES = {
 }
 
 
+Classifier = Callable[[Any, jnp.ndarray], jnp.ndarray]  # (variables, images) -> logits
+
+
+@functools.cache  # one function per module, so the attack programs below are cached with it
+def flax_classifier(model: nn.Module) -> Classifier:
+    """`model`'s logits in evaluation mode (BatchNorm on running statistics)."""
+    return lambda variables, images: model.apply(variables, images, train=False)
+
+
 @dataclasses.dataclass
 class Examples:
     """This host's evaluation examples in memory: image [n, H, W, C], label [n], id [n]."""
@@ -102,41 +118,54 @@ def _targets(clean_logits: jnp.ndarray, rank) -> jnp.ndarray:
     return jnp.take(jnp.argsort(-clean_logits, axis=-1), rank, axis=1)
 
 
-@functools.cache  # one program per (model, mesh, attack, iterations), compiled per batch size
-def make_attack_step(model: nn.Module, mesh: Mesh, name: str, iterations: int):
-    """`attack_step(state, batch, radius, key, target_rank) -> fooled` [B] (1.0: broken).
+@functools.lru_cache(maxsize=64)  # a program per (classifier, mesh, attack, iterations)
+def make_attack_step(classify: Classifier, mesh: Mesh, name: str, iterations: int):
+    """`attack_step(variables, batch, radius, key, target_rank) -> {broken, claimed,
+    adversarial}`: one suite attack at a radius per example [B].
 
-    One suite attack at a radius per example [B], BatchNorm on running statistics; an example
-    counts as broken if the attack found a misclassified point inside its ball (any iterate
-    for APGD, FAB's closest point for FAB-T, any query for Square). Loops stay rolled: on a CPU
+    `claimed` [B] (1.0): the attack reports a misclassified point inside the ball (any iterate
+    for APGD, FAB's closest point for FAB-T, any query for Square). `adversarial` is that point
+    (else the attack's last or best one) projected onto the ball and [0, 1], and `broken` [B]
+    says a fresh forward pass misclassifies it: only that counts. Loops stay rolled: on a CPU
     an unrolled APGD-100 runs no faster and compiles 30x longer.
     """
 
-    def device_attack(state, batch, radius, key, target_rank):
+    def device_attack(variables, batch, radius, key, target_rank):
         images, labels = batch["image"], batch["label"]
-        logits_fn = lambda x: model.apply(state.variables, x, train=False)
+        logits_fn = lambda x: classify(variables, x)
         keys = pgd.example_keys(key, pgd.Stream.SUITE, batch["id"])
         if name == "apgd-ce":
-            _, fooled = pgd.apgd_attack(
+            found, claimed = pgd.apgd_attack(
                 logits_fn, pgd.cross_entropy, images, labels, radius, iterations, keys
             )
         elif name == "apgd-t":
             targets = _targets(logits_fn(images), target_rank)
             loss = lambda logits, y: pgd.targeted_dlr_loss(logits, y, targets)
-            _, fooled = pgd.apgd_attack(logits_fn, loss, images, labels, radius, iterations, keys)
+            found, claimed = pgd.apgd_attack(
+                logits_fn, loss, images, labels, radius, iterations, keys
+            )
         elif name == "fab-t":
             targets = _targets(logits_fn(images), target_rank)
-            _, distance = fab.fab_targeted(logits_fn, images, labels, targets, iterations)
-            fooled = distance <= radius
+            found, distance = fab.fab_targeted(logits_fn, images, labels, targets, iterations)
+            claimed = distance <= radius
         else:
-            _, fooled = square.square_attack(logits_fn, images, labels, radius, iterations, keys)
-        return fooled.astype(jnp.float32)
+            found, claimed = square.square_attack(
+                logits_fn, images, labels, radius, iterations, keys
+            )
+        adversarial = pgd.project(found, images.astype(jnp.float32), radius)
+        broken = jnp.argmax(logits_fn(adversarial), axis=-1) != labels
+        return {
+            "broken": broken.astype(jnp.float32),
+            "claimed": claimed.astype(jnp.float32),
+            "adversarial": adversarial,
+        }
 
     sharded = jax.shard_map(
         device_attack,
         mesh=mesh,
         in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
         out_specs=P(DATA_AXIS),
+        check_vma=False,  # no collective inside; lets a jax.export artifact's VJP be traced
     )
     return jax.jit(sharded)
 
@@ -161,22 +190,40 @@ def _cost(attack: SuiteAttack) -> float:
     return per_iteration * attack.iterations
 
 
+@dataclasses.dataclass
+class SuiteOutcome:
+    """What a suite found on this host's examples: `robust` [n] (correct clean and never
+    broken), `broken_by` [n] (the suite index of the attack whose re-checked break counted, -1
+    where none did), `adversarial` [n, H, W, C] (that break's image, else the clean image; None
+    unless kept), per attack `attacks` (its budget, the global robust accuracy after it, how many
+    it broke, its seconds), and `unconfirmed`: breaks reported that the re-check refused."""
+
+    robust: np.ndarray
+    broken_by: np.ndarray
+    adversarial: np.ndarray | None
+    attacks: list[dict]
+    unconfirmed: int
+
+
 def run_suite(
-    state,
-    model: nn.Module,
+    classify: Classifier,
+    variables,
     mesh: Mesh,
     examples: Examples,
     robust: np.ndarray,
     suite: tuple[SuiteAttack, ...],
-    epsilon: float,
+    epsilon,
     key: jax.Array,
     local_batch: int,
     num_classes: int,
-) -> tuple[np.ndarray, list[dict]]:
-    """The suite at radius `epsilon` on this host's examples, starting from `robust` [n] (the
-    clean-correct flags). Returns (the per-example flags after the last attack, and per attack
-    its budget, the global robust accuracy after it, how many it broke, its seconds)."""
+    keep_adversarial: bool = False,
+) -> SuiteOutcome:
+    """The suite at `epsilon` (one radius, or one per example [n]) on this host's examples,
+    starting from `robust` [n] (the clean-correct flags); `variables` replicated on `mesh`."""
     robust = robust.astype(bool).copy()
+    radii = np.broadcast_to(np.asarray(epsilon, np.float32), robust.shape)
+    broken_by = np.full(len(robust), -1, np.int8)
+    adversarial = examples.image.astype(np.float32) if keep_adversarial else None
     total = int(sharding.every_host(len(robust)).sum())
     # one stage per (attack, target): each runs on the survivors of the stages before it
     stages = [
@@ -184,29 +231,44 @@ def run_suite(
         for number, attack in enumerate(suite)
         for rank in range(1, attack.budget(num_classes).get("targets", 1) + 1)
     ]
-    started, spent = time.perf_counter(), 0.0
+    started, spent, unconfirmed = time.perf_counter(), 0.0, 0
     results, before, attack_started = [], int(sharding.every_host(robust.sum()).sum()), started
     for stage, (number, rank) in enumerate(stages):
         attack = suite[number]
-        attack_step = make_attack_step(model, mesh, attack.name, attack.iterations)
+        attack_step = make_attack_step(classify, mesh, attack.name, attack.iterations)
         # keyed by the attack's name: the same noise in any suite that runs it
         attack_key = jax.random.fold_in(key, ATTACK_NAMES.index(attack.name))
         attack_key = sharding.replicate(attack_key, mesh)
         rank_array = sharding.replicate(np.int32(rank), mesh)
         survivors = np.flatnonzero(robust)
-        for rows, size in _batches(survivors, local_batch, jax.local_device_count()):
-            batch = sharding.device_batch(examples.batch(rows, size), mesh)
-            radius = sharding.shard_rows(np.full(size, epsilon, np.float32), mesh)
-            fooled = attack_step(state, batch, radius, attack_key, rank_array)
-            robust[rows] &= sharding.local_rows(fooled)[: len(rows)] == 0
+        for rows, size in _batches(survivors, local_batch, len(mesh.local_devices)):
+            batch = examples.batch(rows, size)
+            radius = np.zeros(size, np.float32)
+            radius[: len(rows)] = radii[rows]
+            found = attack_step(
+                variables,
+                sharding.device_batch(batch, mesh),
+                sharding.shard_rows(radius, mesh),
+                attack_key,
+                rank_array,
+            )
+            broken = sharding.local_rows(found["broken"])[: len(rows)] > 0
+            claimed = sharding.local_rows(found["claimed"])[: len(rows)] > 0
+            unconfirmed += int(np.sum(claimed & ~broken))
+            robust[rows[broken]] = False
+            broken_by[rows[broken]] = number
+            if keep_adversarial:
+                adversarial[rows[broken]] = sharding.local_rows(found["adversarial"])[: len(rows)][
+                    broken
+                ]
         spent += len(survivors) * _cost(attack)
         rate = (time.perf_counter() - started) / max(spent, 1e-9)
         eta = rate * robust.sum() * sum(_cost(suite[n]) for n, _ in stages[stage + 1 :])
         robust_now = int(sharding.every_host(robust.sum()).sum())
         targets = attack.budget(num_classes).get("targets", 1)
         logging.info(
-            "AutoAttack suite at eps %.4f: %s%s: %d of %d robust | ETA %s",
-            epsilon,
+            "AutoAttack suite at eps %s: %s%s: %d of %d robust | ETA %s",
+            f"{float(epsilon):.4f}" if np.ndim(epsilon) == 0 else "per example",
             attack.name,
             f" target {rank}/{targets}" if targets > 1 else "",
             robust_now,
@@ -223,4 +285,5 @@ def run_suite(
                 )
             )
             before, attack_started = robust_now, time.perf_counter()
-    return robust, results
+    unconfirmed = int(sharding.every_host(np.int64(unconfirmed)).sum())
+    return SuiteOutcome(robust, broken_by, adversarial, results, unconfirmed)

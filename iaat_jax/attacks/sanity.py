@@ -10,8 +10,8 @@ Each returns numbers for eval.json; `warnings` turns them into log lines.
 """
 
 import functools
+from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,34 +27,39 @@ RANDOM_ALPHA = 1e-4  # AutoAttack's check_randomized: largest change of L2-norma
 
 
 @functools.cache
-def _probe(model: nn.Module, mesh: Mesh):
-    """`probe(state, batch) -> (logits [B, K], |input gradient of CE| summed [B])`."""
+def _probe(classify: Callable, mesh: Mesh):
+    """`probe(variables, batch) -> (logits [B, K], |input gradient of CE| summed [B])`."""
 
-    def device_probe(state, batch):
-        logits_fn = lambda x: model.apply(state.variables, x, train=False)
+    def device_probe(variables, batch):
+        logits_fn = lambda x: classify(variables, x)
         total_loss = lambda x: pgd.cross_entropy(logits_fn(x), batch["label"]).sum()
         gradient = jax.grad(total_loss)(batch["image"].astype(jnp.float32))
         size = jnp.abs(gradient).reshape(gradient.shape[0], -1).sum(axis=1)
         return logits_fn(batch["image"]), size
 
     sharded = jax.shard_map(
-        device_probe, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(DATA_AXIS)
+        device_probe,
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS)),
+        out_specs=P(DATA_AXIS),
+        check_vma=False,  # as the attacks' (iaat_jax/attacks/autoattack.py)
     )
     return jax.jit(sharded)
 
 
-def model_checks(state, model: nn.Module, mesh: Mesh, batch: dict, mask: np.ndarray) -> dict:
-    """Zero gradients and randomness on one host batch (rows with mask 1 count). For the
-    randomness check the batch's first half is passed again, shifted by one row and beside a
-    copy of itself instead of the second half: each of its examples moves to another position
-    among other examples (on several devices: other examples on its device)."""
-    probe = _probe(model, mesh)
-    logits, gradient_size = probe(state, sharding.device_batch(batch, mesh))
+def model_checks(classify: Callable, variables, mesh: Mesh, batch: dict, mask: np.ndarray) -> dict:
+    """Zero gradients and randomness of `classify(variables, images) -> logits` on one host
+    batch (rows with mask 1 count). For the randomness check the batch's first half is passed
+    again, shifted by one row and beside a copy of itself instead of the second half: each of
+    its examples moves to another position among other examples (on several devices: other
+    examples on its device)."""
+    probe = _probe(classify, mesh)
+    logits, gradient_size = probe(variables, sharding.device_batch(batch, mesh))
     count = len(mask)
     half = count // 2
     order = np.r_[np.roll(np.arange(half), -1), np.arange(count - half)]
     moved = {name: np.asarray(value)[order] for name, value in batch.items()}
-    logits_again, _ = probe(state, sharding.device_batch(moved, mesh))
+    logits_again, _ = probe(variables, sharding.device_batch(moved, mesh))
     first = sharding.local_rows(logits)[:half]
     again = np.roll(sharding.local_rows(logits_again)[:half], 1, axis=0)
     unit = lambda z: z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-10)
@@ -85,6 +90,12 @@ def warnings(checks: dict) -> list[str]:
             f"Square broke {checks['square_broke']} examples that every white-box attack left "
             f"robust (over {SQUARE_ALPHA:.1%}): gradients may be masked; trust Square's number "
             "and try more queries or an adaptive attack"
+        )
+    if checks.get("unconfirmed_breaks"):
+        lines.append(
+            f"{checks['unconfirmed_breaks']} breaks an attack reported were not misclassified "
+            "by a fresh forward pass and were not counted: the logits may be random or depend "
+            "on the batch"
         )
     if checks.get("zero_gradient_examples"):
         lines.append(

@@ -222,14 +222,15 @@ def suite_results(
     suite = autoattack.SUITES[config.eval_suite]
     examples = autoattack.Examples.from_batches(batches)
     local_batch = config.eval_batch_size // jax.process_count()
-    checks = sanity.model_checks(state, model, mesh, batches[0], batches[0]["mask"])
+    classify, variables = autoattack.flax_classifier(model), state.variables
+    checks = sanity.model_checks(classify, variables, mesh, batches[0], batches[0]["mask"])
     runs, flags, count = [], sweep["flags"], sweep["num_examples"]
     worst_case = [dict(row) for row in sweep["worst_case"]]
     for number, eps in enumerate(suite_epsilons(config)):
         eps_key = jax.random.fold_in(key, pgd.Stream.SUITE_RADIUS + number)
-        robust, rows = autoattack.run_suite(
-            state,
-            model,
+        outcome = autoattack.run_suite(
+            classify,
+            variables,
             mesh,
             examples,
             flags["clean"],
@@ -239,6 +240,8 @@ def suite_results(
             local_batch,
             num_classes,
         )
+        robust, rows = outcome.robust, outcome.attacks
+        checks["unconfirmed_breaks"] = checks.get("unconfirmed_breaks", 0) + outcome.unconfirmed
         runs.append(
             {
                 "suite": config.eval_suite,

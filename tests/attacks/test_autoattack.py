@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from linear_oracle import SHAPE, Linear, brute_force_robust, state_of
+from linear_oracle import SHAPE, Linear, brute_force_robust
 
 from iaat_jax.attacks import autoattack, sanity
 from iaat_jax.attacks.autoattack import SuiteAttack
@@ -27,11 +27,13 @@ def linear_problem(seed: int, count: int = 64, classes: int = 4, shape=SHAPE):
 def run(model, params, examples, suite, eps, num_devices=1, start=None, batch=32, classes=4):
     """run_suite on `num_devices` devices from `start` (default: every example robust)."""
     mesh = sharding.make_mesh(jax.devices()[:num_devices])
-    state = sharding.replicate(state_of(model, {"params": params}), mesh)
+    variables = sharding.replicate({"params": params}, mesh)
     start = np.ones(len(examples.label), bool) if start is None else start
-    return autoattack.run_suite(
-        state, model, mesh, examples, start, suite, eps, jax.random.key(3), batch, classes
+    classify = autoattack.flax_classifier(model)
+    outcome = autoattack.run_suite(
+        classify, variables, mesh, examples, start, suite, eps, jax.random.key(3), batch, classes
     )
+    return outcome.robust, outcome.attacks
 
 
 @pytest.mark.parametrize("num_devices", [1, 8])
@@ -146,7 +148,8 @@ def test_square_breaks_what_masked_gradients_hide_and_the_checks_say_so():
     assert rows[-1]["broken"] > 32  # Square breaks most of them
     assert sanity.square_check(rows[-1]["broken"], 64)["gradient_masking_suspected"]
     mesh = sharding.make_mesh(jax.devices()[:1])
-    state = sharding.replicate(state_of(model, {"params": params}), mesh)
+    variables = sharding.replicate({"params": params}, mesh)
     batch = {"image": examples.image, "label": examples.label, "id": examples.id}
-    checks = sanity.model_checks(state, model, mesh, batch, np.ones(64))
+    classify = autoattack.flax_classifier(model)
+    checks = sanity.model_checks(classify, variables, mesh, batch, np.ones(64))
     assert checks["zero_gradient_examples"] == 64 and not checks["randomness_suspected"]

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from linear_oracle import Linear, state_of
+from linear_oracle import Linear
 
-from iaat_jax.attacks import sanity
+from iaat_jax.attacks import autoattack, sanity
 from iaat_jax.run import sharding
 
 
@@ -34,8 +34,9 @@ def test_the_randomness_check_fires_only_for_logits_that_depend_on_the_batch(num
     found = {}
     for name, model in (("plain", Linear(num_classes=4)), ("batch", BatchDependent())):
         variables = model.init(jax.random.key(1), jnp.asarray(images), train=False)
-        state = sharding.replicate(state_of(model, variables), mesh)
-        found[name] = sanity.model_checks(state, model, mesh, batch, np.ones(32))
+        classify = autoattack.flax_classifier(model)
+        replicated = sharding.replicate(variables, mesh)
+        found[name] = sanity.model_checks(classify, replicated, mesh, batch, np.ones(32))
     assert not found["plain"]["randomness_suspected"]
     assert found["plain"]["logits_change_between_passes"] < 1e-6
     assert found["plain"]["zero_gradient_examples"] == 0

@@ -192,8 +192,11 @@ def test_apgd_worst_case_is_never_above_pgd20_on_a_trained_default_model(trained
     pgd20 = pgd["worst_case"][0]["robust_accuracy"]
     suite = (autoattack.SuiteAttack("apgd-ce", 20), autoattack.SuiteAttack("apgd-t", 20, 3))
     examples = autoattack.Examples.from_batches(batches)
-    robust, _ = autoattack.run_suite(
-        state, parts.model, mesh, examples, pgd["flags"]["clean"], suite, eps, key, 200, 10
+    classify = autoattack.flax_classifier(parts.model)
+    clean = pgd["flags"]["clean"]
+    outcome = autoattack.run_suite(
+        classify, state.variables, mesh, examples, clean, suite, eps, key, 200, 10
     )
+    robust = outcome.robust
     assert 0.1 < pgd20 < 0.9  # a model that is neither broken nor untouched at this radius
     assert robust.mean() <= pgd20
