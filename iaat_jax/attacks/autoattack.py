@@ -231,6 +231,8 @@ def run_suite(
         for number, attack in enumerate(suite)
         for rank in range(1, attack.budget(num_classes).get("targets", 1) + 1)
     ]
+    same = len(radii) > 0 and np.all(radii == radii[0])
+    radius_text = f"{radii[0]:.4f}" if same else "per example"
     started, spent, unconfirmed = time.perf_counter(), 0.0, 0
     results, before, attack_started = [], int(sharding.every_host(robust.sum()).sum()), started
     for stage, (number, rank) in enumerate(stages):
@@ -268,7 +270,7 @@ def run_suite(
         targets = attack.budget(num_classes).get("targets", 1)
         logging.info(
             "AutoAttack suite at eps %s: %s%s: %d of %d robust | ETA %s",
-            f"{float(epsilon):.4f}" if np.ndim(epsilon) == 0 else "per example",
+            radius_text,
             attack.name,
             f" target {rank}/{targets}" if targets > 1 else "",
             robust_now,
