@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +45,7 @@ class Result:
     clean: np.ndarray  # [N] bool: classified correctly
     robust: np.ndarray  # [N] bool: correct, and no attack found a (re-checked) break
     broken_by: np.ndarray  # [N] str: the attack whose break counted, '' where none did
-    adversarial: np.ndarray  # [N, H, W, C] float32: that break's image, else the clean image
+    adversarial: np.ndarray | None  # [N, H, W, C]: that break's image, else the clean one
     epsilon: np.ndarray  # [N]: each example's radius as given (the attacks use it in float32)
     suite: str
     attacks: list[dict]  # per attack: its budget, robust accuracy after it, breaks, seconds
@@ -84,12 +85,15 @@ class Result:
         }
 
 
+@functools.lru_cache(maxsize=16)  # one per function: the attack programs are cached with it
+def _closure(logits_fn: Callable) -> suites.Classifier:
+    return lambda _, images: logits_fn(images)
+
+
 def _bound(logits_fn: Callable, variables) -> suites.Classifier:
     """(variables, images) -> logits: `logits_fn(variables, images)` where variables are given,
     else `logits_fn(images)` (whatever it closes over is compiled into the attacks' programs)."""
-    if variables is None:
-        return lambda _, images: logits_fn(images)
-    return logits_fn
+    return logits_fn if variables is not None else _closure(logits_fn)
 
 
 @functools.lru_cache(maxsize=16)
@@ -105,17 +109,24 @@ def _predict(classify: suites.Classifier, mesh):
     return jax.jit(sharded)
 
 
-def _check_inputs(images: np.ndarray, labels: np.ndarray, radii: np.ndarray, suite) -> None:
+def _check_inputs(images, labels, radii, ids, suite) -> None:
     if images.ndim != 4:
         raise ValueError(f"images have shape {images.shape}: give [N, H, W, C]")
+    if not len(images):
+        raise ValueError("no images: give at least one example")
     if labels.shape != (len(images),):
         raise ValueError(f"labels have shape {labels.shape}: give one label per image [N]")
-    if len(images) and (images.min() < 0.0 or images.max() > 1.0):
+    if ids.shape != (len(images),) or ids.min() < 0 or ids.max() >= 2**31:
+        raise ValueError(f"ids have shape {ids.shape}: give one id in [0, 2**31) per image [N]")
+    if not np.all(np.isfinite(images)) or images.min() < 0.0 or images.max() > 1.0:
         raise ValueError("images are outside [0, 1]: scale pixels to [0, 1] (e.g. uint8 / 255)")
     if not np.all(np.isfinite(radii)) or np.any(radii < 0):
         raise ValueError("epsilon must be finite and >= 0 (one radius, or one per example)")
-    if isinstance(suite, str) and suite not in suites.SUITES:
-        raise ValueError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
+    if isinstance(suite, str):
+        if suite not in suites.SUITES:
+            raise ValueError(f"unknown suite {suite!r}: choose one of {', '.join(SUITES)}")
+    elif not suite or any(a.name not in suites.ATTACK_NAMES for a in suite):
+        raise ValueError(f"a suite of your own is SuiteAttacks named {suites.ATTACK_NAMES}")
 
 
 def autoattack(
@@ -131,6 +142,7 @@ def autoattack(
     variables: Any = None,
     devices: Sequence[jax.Device] | None = None,
     checks: bool = True,
+    keep_adversarial: bool = True,
 ) -> Result:
     """Run AutoAttack's `suite` (a name of SUITES, or SuiteAttacks of your own) on `logits_fn`
     at `epsilon` (one L-inf radius, or one per example [N]) and return the per-example
@@ -142,7 +154,8 @@ def autoattack(
     programs instead of constants. `devices`: where to run (default: every local device).
     `checks`: AutoAttack's sanity checks on the first batch (gradient masking, zero gradients,
     randomness). An example counts as broken only if the image an attack returned, inside its
-    ball and [0, 1], is misclassified by a fresh forward pass.
+    ball and [0, 1], is misclassified by a fresh forward pass. `keep_adversarial` False: no
+    copy of the images is kept (`result.adversarial` is None).
     """
     started = time.perf_counter()
     images = np.asarray(images, np.float32)
@@ -153,8 +166,13 @@ def autoattack(
     except ValueError as error:
         raise ValueError(f"epsilon must be one radius or one per example ({count})") from error
     radii = given.astype(np.float32)
-    _check_inputs(images, labels, radii, suite)
     ids = np.arange(count) if ids is None else np.asarray(ids).astype(np.int64)
+    _check_inputs(images, labels, radii, ids, suite)
+    if jax.process_count() > 1:
+        raise ValueError(
+            "autoattack runs on one process's devices: on several hosts use python -m "
+            "iaat_jax.main --mode=evaluate, which splits the examples over the hosts"
+        )
     key = jax.random.key(0) if key is None else key
     mesh = sharding.make_mesh(list(devices) if devices is not None else jax.local_devices())
     size = max(1, math.ceil(batch_size / mesh.size)) * mesh.size
@@ -173,7 +191,7 @@ def autoattack(
     num_classes = logits.shape[-1]
 
     found = {}
-    if checks and count:
+    if checks:
         first = examples.batch(np.arange(min(size, count)), size)
         mask = (np.arange(size) < count).astype(np.float32)
         found = sanity.model_checks(classify, replicated, mesh, first, mask)
@@ -192,9 +210,9 @@ def autoattack(
         attack_key,
         size,
         num_classes,
-        keep_adversarial=True,
+        keep_adversarial=keep_adversarial,
     )
-    if checks and count and chosen[-1].name == "square":
+    if checks and chosen[-1].name == "square" and len(chosen) > 1:  # after white-box attacks
         found.update(sanity.square_check(outcome.attacks[-1]["broken"], count))
     found["unconfirmed_breaks"] = outcome.unconfirmed
     names = np.array([a.name for a in chosen] + [""])
@@ -250,7 +268,13 @@ def load_exported(path: str) -> Callable:
     """The `call` of a `jax.export` artifact, refused in one line if it cannot be attacked."""
     from iaat_jax.run import files
 
-    exported = jax.export.deserialize(bytearray(files.read_bytes(path)))
+    try:
+        exported = jax.export.deserialize(bytearray(files.read_bytes(path)))
+    except (ValueError, TypeError, IndexError, struct.error) as error:
+        raise ValueError(
+            f"{path} is not a jax.export artifact ({type(error).__name__}): pass the "
+            "predict.jax_exported that --mode=export wrote"
+        ) from error
     if not exported.has_vjp():
         raise ValueError(
             f"{path} was serialized without its VJP, so no gradient attack can run on it: "
@@ -293,33 +317,39 @@ def _parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=None,
-        help="the noise's seed (default: the "
-        "run's with --workdir, which gives --mode=evaluate's verdicts; else 0)",
+        help="the noise's seed (default: the run's with --workdir, keyed as --mode=evaluate "
+        "keys its first suite radius; else 0)",
     )
     parser.add_argument("--out", default=None, help="write the result here in eval.json's schema")
     return parser
 
 
 def _data(args, run_dataset: str | None):
-    """(images, labels, dataset name, split) as the arguments ask."""
+    """(images, labels, ids or None, dataset name, split) as the arguments ask."""
     if args.npz:
-        with np.load(args.npz) as arrays:
+        arrays = np.load(args.npz)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise ValueError(f"{args.npz} is not an .npz: np.savez(FILE, images=..., labels=...)")
+        with arrays:
             missing = {"images", "labels"} - set(arrays.files)
             if missing:
                 raise ValueError(f"{args.npz} lacks {', '.join(sorted(missing))}: save both arrays")
             images, labels = arrays["images"], arrays["labels"]
         if images.dtype == np.uint8:
             images = images.astype(np.float32) / np.float32(255)
-        return images, labels, None, None
+        return images, labels, None, None, None
     dataset = args.dataset or run_dataset
     if dataset is None:
         raise ValueError("no data: pass --dataset=NAME (its test split) or --npz=FILE")
     if args.split != "test":
         raise ValueError(f"--split={args.split}: only the test split is read here; use --npz")
+    from iaat_jax.data.datasets import DATASETS
     from iaat_jax.trained import load_test_split  # TFDS, only where a dataset is read
 
-    images, labels = load_test_split(dataset, args.data_dir)
-    return images, labels, dataset, args.split
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    images, labels, ids = load_test_split(dataset, args.data_dir, with_ids=True)
+    return images, labels, ids, dataset, DATASETS[dataset].eval_split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,13 +358,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from absl import logging
 
-    from iaat_jax.errors import ConfigError
+    from iaat_jax.errors import CheckpointError, ConfigError
     from iaat_jax.run import files
 
     args = _parser().parse_args(argv)
     logging.set_verbosity(logging.INFO)
     try:
         seed, run_dataset, variables = args.seed, None, None
+        # the data first where the arguments name it: a bad --npz or --dataset costs no model
+        data = _data(args, None) if args.npz or args.dataset else None
         if args.exported:
             logits_fn, model = load_exported(args.exported), args.exported
         else:
@@ -344,9 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             logits_fn, variables, model = classifier.logits, classifier.variables, args.workdir
             run_dataset = classifier.config.dataset
             seed = classifier.config.seed if seed is None else seed
-        images, labels, dataset, split = _data(args, run_dataset)
-        if args.num_examples:
+        images, labels, ids, dataset, split = data or _data(args, run_dataset)
+        if args.num_examples is not None:
+            if args.num_examples < 1:
+                raise ValueError(f"--num_examples={args.num_examples}: give at least 1")
             images, labels = images[: args.num_examples], labels[: args.num_examples]
+            ids = None if ids is None else ids[: args.num_examples]
         # the run's base key, as --mode=evaluate derives it from config.seed
         key = jax.random.split(jax.random.key(seed or 0))[1]
         result = autoattack(
@@ -357,9 +392,11 @@ def main(argv: list[str] | None = None) -> int:
             suite=args.suite,
             batch_size=args.batch_size,
             key=key,
+            ids=ids,
             variables=variables,
+            keep_adversarial=False,
         )
-    except (ValueError, ConfigError, OSError) as error:
+    except (ValueError, ConfigError, CheckpointError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     after = ", ".join(f"{name} {value:.4f}" for name, value in result.robust_accuracy_after.items())

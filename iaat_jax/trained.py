@@ -109,13 +109,16 @@ def load(workdir: str, step: int | None = None) -> Classifier:
     return Classifier(config, model, variables, int(state.step), table, tuple(spec.image_shape))
 
 
-def load_test_split(dataset: str = "mnist5k", data_dir: str | None = None):
+def load_test_split(dataset: str = "mnist5k", data_dir: str | None = None, with_ids=False):
     """A dataset's test split as arrays, in the order evaluation reads it: images float32
-    [N, H, W, C] in [0, 1] and labels int [N]. Reads TFDS (TensorFlow needed): the embedded
-    default is built on first use; others are prepared once (python -m iaat_jax.prepare)."""
+    [N, H, W, C] in [0, 1] and labels int [N] (`with_ids`: and each example's id [N], which
+    keys its noise in evaluation). Reads TFDS (TensorFlow needed): the embedded default is built
+    on first use; others are prepared once (python -m iaat_jax.prepare)."""
     from iaat_jax.configs import default
     from iaat_jax.data import input_pipeline
 
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     config = default.get_config()
     config.dataset, config.data_dir = dataset, data_dir
     batches = list(input_pipeline.create_data_source(config).eval_batches())
@@ -124,6 +127,8 @@ def load_test_split(dataset: str = "mnist5k", data_dir: str | None = None):
     labels = np.concatenate([batch["label"] for batch in batches])[keep]
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / np.float32(255)
+    if with_ids:
+        return images, labels, np.concatenate([batch["id"] for batch in batches])[keep]
     return images, labels
 
 

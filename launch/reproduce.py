@@ -71,7 +71,11 @@ def load_config(run: PlannedRun):
     from absl import flags
     from ml_collections import config_flags
 
-    argv = ["reproduce", f"--config={REPO / run.setting.config}", *run.overrides]
+    from iaat_jax.run.workdir import with_current_flag_names
+
+    argv = with_current_flag_names(
+        ["reproduce", f"--config={REPO / run.setting.config}", *run.overrides]
+    )
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
     values(argv)

@@ -49,7 +49,7 @@ def test_the_apgd_suite_finds_exactly_the_brute_force_breaks_and_returns_them():
         assert set(result.broken_by[broken]) <= {"apgd-ce", "apgd-t"}
         assert set(result.broken_by[~broken]) == {""}
         assert result.checks["unconfirmed_breaks"] == 0
-        assert result.robustbench["autoattack_acc"] == result.robust_accuracy
+        assert result.robustbench["robust_acc_after"]["apgd-t"] == pytest.approx(expected.mean())
 
 
 def test_fab_breaks_exactly_the_examples_within_the_closed_form_distance():
@@ -102,6 +102,7 @@ def test_weights_passed_as_variables_give_what_a_closure_gives():
     params = {"w": weights, "b": bias}
     closure = robustness.autoattack(logits_fn, images, labels, 0.1, suite="smoke")
     passed = robustness.autoattack(apply, images, labels, 0.1, suite="smoke", variables=params)
+    assert 0 < closure.robust_accuracy < 1
     np.testing.assert_array_equal(closure.robust, passed.robust)
 
 
@@ -133,12 +134,18 @@ def test_a_break_an_attack_reports_counts_only_if_a_fresh_forward_pass_confirms_
         (np.zeros((4, 2, 2, 1)), np.zeros(4), -0.1, "apgd", "finite and >= 0"),
         (np.zeros((4, 2, 2, 1)), np.zeros(4), [0.1, 0.2], "apgd", "one per example"),
         (np.zeros((4, 2, 2, 1)), np.zeros(4), 0.1, "auto", "unknown suite 'auto'"),
+        (np.zeros((0, 2, 2, 1)), np.zeros(0), 0.1, "apgd", "no images"),
+        (np.full((4, 2, 2, 1), np.nan), np.zeros(4), 0.1, "apgd", r"outside \[0, 1\]"),
+        (np.zeros((4, 2, 2, 1)), np.zeros(4), 0.1, (SuiteAttack("pgd", 5),), "SuiteAttacks named"),
+        (np.zeros((4, 2, 2, 1)), np.zeros(4), 0.1, (), "SuiteAttacks named"),
     ],
 )
 def test_bad_input_is_one_clear_error(images, labels, epsilon, suite, message):
     logits_fn = lambda x: x.reshape(x.shape[0], -1)
     with pytest.raises(ValueError, match=message):
         robustness.autoattack(logits_fn, images, labels, epsilon, suite=suite)
+    with pytest.raises(ValueError, match="one id in"):
+        robustness.autoattack(logits_fn, np.zeros((4, 2, 2, 1)), np.zeros(4), ids=np.arange(3))
 
 
 def run_command(*args, cwd=REPO):
@@ -175,6 +182,24 @@ def test_an_artifact_serialized_without_its_vjp_is_refused_in_one_line(tmp_path)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "without its VJP" in last and "--mode=export" in last
+
+
+def test_the_commands_bad_input_is_one_line_and_exit_2(tmp_path):
+    np.save(tmp_path / "images.npy", np.zeros((4, 2, 2, 1)))
+    np.savez(tmp_path / "data.npz", images=np.zeros((4, 2, 2, 1), np.float32), labels=np.zeros(4))
+    (tmp_path / "garbage.jax_exported").write_bytes(b"not an artifact")
+    for args, message in (
+        (["--exported=x", "--dataset=mnist50k"], "unknown dataset 'mnist50k'"),
+        (["--exported=x", f"--npz={tmp_path / 'images.npy'}"], "is not an .npz"),
+        (
+            [f"--exported={tmp_path / 'garbage.jax_exported'}", f"--npz={tmp_path / 'data.npz'}"],
+            "is not a jax.export artifact",
+        ),
+    ):
+        result = run_command(*args, "--epsilon=0.1")
+        assert result.returncode == 2, result.stderr[-2000:]
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow  # the command in a process of its own, then the API here: about a minute

@@ -26,7 +26,7 @@ SQUARE_ALPHA = 0.002  # AutoAttack's check_square_sr: a larger share broken by S
 RANDOM_ALPHA = 1e-4  # AutoAttack's check_randomized: largest change of L2-normalised logits
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _probe(classify: Callable, mesh: Mesh):
     """`probe(variables, batch) -> (logits [B, K], |input gradient of CE| summed [B])`."""
 

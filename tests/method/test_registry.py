@@ -35,11 +35,11 @@ def test_the_registry_holds_the_papers_methods_and_their_combinations():
 
 def test_no_module_outside_the_registry_tests_a_method_by_its_name():
     """A string comparison with a method's name (`config.method == "iaat"`, `run.method in
-    (...)`) anywhere in the package but methods.py would be a second home for a method."""
+    (...)`) anywhere in the package but method/registry.py would be a second home for one."""
     names = set(registry.METHODS)
     found = []
     for path in sorted((REPO / "iaat_jax").rglob("*.py")):
-        if path.name == "methods.py":
+        if path.relative_to(REPO / "iaat_jax").as_posix() == "method/registry.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Compare):
