@@ -19,6 +19,12 @@ reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 
 
+def test_overrides_by_a_fields_older_name_are_parsed_as_main_parses_them():
+    setting = next(s for s in reproduce.SETS["methods_mnist5k"].settings if s.name == "iaat")
+    run = reproduce.PlannedRun("iaat_seed0", setting, 0, ("--config.gamma=0.05",))
+    assert reproduce.load_config(run).iaat_gamma == 0.05
+
+
 def test_a_launcher_template_gets_the_config_the_workdir_and_every_argument():
     setting = next(s for s in reproduce.SETS["cifar10"].settings if s.name == "pgd_eps4")
     run = reproduce.PlannedRun("pgd_eps4_seed1", setting, 1)
