@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO, cli_env
 
-from iaat_jax.analysis import figures
+from iaat_jax.analysis import frontier
 from iaat_jax.run import train
 
 spec = importlib.util.spec_from_file_location("reproduce", REPO / "launch" / "reproduce.py")
@@ -190,7 +190,9 @@ def test_the_toy_set_trains_evaluates_reports_and_resumes(tmp_path):
     drawn = json.loads((tmp_path / "report" / "pareto.json").read_text())
     by_method = {s["method"]: s for s in drawn["settings"]}
     assert (by_method["iaat"]["robust"], by_method["iaat"]["clean"]) == point(evals["iaat_seed0"])
-    expected = figures.pareto_front([point(evals[n]) for n in ("pgd_eps4_seed0", "pgd_eps8_seed0")])
+    expected = frontier.pareto_front(
+        [point(evals[n]) for n in ("pgd_eps4_seed0", "pgd_eps8_seed0")]
+    )
     assert [(p["robust"], p["clean"]) for p in drawn["frontier"]] == expected
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## The paper's Table 1" in report and "![pareto](pareto.png)" in report
