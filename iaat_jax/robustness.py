@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             from iaat_jax.trained import load
 
             classifier = load(args.workdir)
-            logits_fn, variables, model = classifier.logits, classifier.variables, args.workdir
+            # the form --mode=evaluate attacks (faster on a CPU; the same logits to rounding)
+            logits_fn = suites.flax_classifier(classifier.model)
+            variables, model = classifier.variables, args.workdir
             run_dataset = classifier.config.dataset
             seed = classifier.config.seed if seed is None else seed
         images, labels, ids, dataset, split = data or command.data(args, run_dataset)

@@ -1,5 +1,7 @@
 """Models: output shapes, parameter counts against the architectures, mixed precision."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,3 +135,54 @@ def test_bfloat16_compute_keeps_float32_parameters_and_a_float32_attack():
     assert adversarial.dtype == jnp.float32
     assert float(jnp.abs(adversarial - images).max()) <= 0.1 + 1e-6
     assert float(jnp.abs(adversarial - images).max()) > 0.05
+
+
+def _perturbed_small_cnn(widths=(8, 16, 32), shape=(28, 28, 1), batch=16, seed=0):
+    """A SmallCNN whose BatchNorm statistics and affine parameters are not their initial
+    values (as after training), and images in [0, 1]."""
+    model = models.SmallCNN(num_classes=10, widths=widths)
+    images = jax.random.uniform(jax.random.key(seed), (batch, *shape))
+    variables = model.init(jax.random.key(seed + 1), images, train=False)
+    leaves, tree = jax.tree_util.tree_flatten(variables)
+    keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
+    leaves = [
+        leaf + 0.3 * jax.random.uniform(k, leaf.shape) for leaf, k in zip(leaves, keys, strict=True)
+    ]
+    return model, jax.tree_util.tree_unflatten(tree, leaves), images
+
+
+@pytest.mark.parametrize(
+    "widths, shape", [((8, 16, 32), (28, 28, 1)), ((4, 6, 5), (13, 11, 3)), ((3, 4, 2), (9, 8, 1))]
+)
+def test_the_fast_evaluation_form_gives_the_models_logits_and_gradients(widths, shape):
+    """inference.small_cnn_logits against Flax's apply: logits, the input gradient of a loss
+    and every weight's gradient, to float rounding; odd sizes test the "SAME" padding."""
+    from iaat_jax.models import inference
+
+    model, variables, images = _perturbed_small_cnn(widths, shape)
+    labels = jnp.arange(len(images)) % 10
+    fast = functools.partial(inference.small_cnn_logits, model)
+    plain = lambda v, x: model.apply(v, x, train=False)
+    assert inference.evaluation_logits(model).func is inference.small_cnn_logits  # on a CPU
+
+    def loss(logits_fn, v, x):
+        return cross_entropy(logits_fn(v, x), labels).sum()
+
+    expected, got = plain(variables, images), jax.jit(fast)(variables, images)
+    scale = float(jnp.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * scale)
+    want = jax.grad(functools.partial(loss, plain), argnums=(0, 1))(variables, images)
+    have = jax.jit(jax.grad(functools.partial(loss, fast), argnums=(0, 1)))(variables, images)
+    for a, b in zip(jax.tree_util.tree_leaves(have), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * float(jnp.abs(b).max()) + 1e-30)
+
+
+def test_models_without_a_fast_form_are_attacked_through_their_apply():
+    from iaat_jax.models import inference
+
+    model = models.create_model("wrn8_1_iaat", 10)
+    images = jnp.zeros((2, 32, 32, 3))
+    variables = model.init(jax.random.key(0), images, train=False)
+    logits = inference.evaluation_logits(model)(variables, images)
+    np.testing.assert_array_equal(logits, model.apply(variables, images, train=False))
+    assert not inference.has_fast_form(models.SmallCNN(10, dtype=jnp.bfloat16))

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from iaat_jax.attacks import fab, pgd, square
+from iaat_jax.models import inference
 from iaat_jax.run import metrics_log, sharding
 from iaat_jax.run.sharding import DATA_AXIS
 
@@ -82,10 +83,11 @@ SUITES = {
 Classifier = Callable[[Any, jnp.ndarray], jnp.ndarray]  # (variables, images) -> logits
 
 
-@functools.cache  # one function per module, so the attack programs below are cached with it
 def flax_classifier(model: nn.Module) -> Classifier:
-    """`model`'s logits in evaluation mode (BatchNorm on running statistics)."""
-    return lambda variables, images: model.apply(variables, images, train=False)
+    """`model`'s logits in evaluation mode (BatchNorm on running statistics), in the faster
+    form of iaat_jax/models/inference.py where it has one; one function per module, so the
+    attack programs below are cached with it."""
+    return inference.evaluation_logits(model)
 
 
 @dataclasses.dataclass
