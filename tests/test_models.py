@@ -186,3 +186,30 @@ def test_models_without_a_fast_form_are_attacked_through_their_apply():
     logits = inference.evaluation_logits(model)(variables, images)
     np.testing.assert_array_equal(logits, model.apply(variables, images, train=False))
     assert not inference.has_fast_form(models.SmallCNN(10, dtype=jnp.bfloat16))
+
+
+@pytest.mark.parametrize("channels, stride, size", [(1, 1, 7), (1, 2, 9), (3, 2, 8), (2, 1, 6)])
+def test_patch_conv_is_xlas_convolution_with_both_gradients(channels, stride, size):
+    """Every branch of inference.patch_conv (one channel or several, stride 1 or 2, odd and even
+    sizes) against lax's "SAME" convolution: value, input and kernel gradients."""
+    from iaat_jax.models import inference
+
+    x = jax.random.uniform(jax.random.key(0), (3, size, size, channels))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, 4))
+    weights = jax.random.normal(jax.random.key(2), (3, -(-size // stride), -(-size // stride), 4))
+
+    def xla(x, kernel):
+        dims = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(
+            x, kernel, (stride, stride), "SAME", dimension_numbers=dims
+        )
+
+    def value_and_grads(conv):
+        loss = lambda x, kernel: (conv(x, kernel) * weights).sum()
+        value, grads = jax.value_and_grad(loss, (0, 1))(x, kernel)
+        return (value, *grads)
+
+    expected = value_and_grads(xla)
+    got = value_and_grads(lambda x, kernel: inference.patch_conv(x, kernel, stride))
+    for have, want in zip(got, expected, strict=True):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)

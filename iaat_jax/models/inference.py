@@ -4,10 +4,10 @@ An attack runs a model thousands of times in evaluation mode (BatchNorm on runni
 and needs the gradient with respect to the input only. On a CPU, XLA's convolutions are slow
 where they are small: the first 3x3 convolution over one input channel, and the input gradient
 of the strided ones (a transposed convolution). `patch_conv` computes the same convolution
-with those parts as matrix products over 3x3 patches. `evaluation_logits(model)` gives a
-model's logits in that form where one exists (SmallCNN in float32 on a CPU) and the model's own
-`apply` elsewhere; the two agree to float rounding (tests/test_models.py). Training never uses
-this form. Measured in docs/evaluation.md, "Cost".
+with those parts as shifted multiply-adds and matrix products over 3x3 patches.
+`evaluation_logits(model)` gives a model's logits in that form where one exists (SmallCNN in
+float32 on a CPU) and the model's own `apply` elsewhere; the two agree to float rounding
+(tests/test_models.py). Training never uses this form. Measured in docs/evaluation.md, "Cost".
 """
 
 import functools
@@ -30,20 +30,25 @@ def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def patches(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
-    """[B, H', W', window * window * C]: each output position's input window ("SAME"
-    padding), ordered (row, column, channel) as an HWIO kernel flattens."""
+def _shifted_windows(x: jnp.ndarray, window: int, stride: int) -> list[jnp.ndarray]:
+    """Each kernel position's view of the ("SAME"-)padded input, [B, H', W', C] each, in the
+    (row, column) order an HWIO kernel flattens."""
     _, height, width, _ = x.shape
     rows, cols = _same_padding(height, window, stride), _same_padding(width, window, stride)
     padded = jnp.pad(x, ((0, 0), rows, cols, (0, 0)))
     out_h, out_w = -(-height // stride), -(-width // stride)
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    shifted = [
+    return [
         padded[:, i : i + span_h : stride, j : j + span_w : stride, :]
         for i in range(window)
         for j in range(window)
     ]
-    return jnp.concatenate(shifted, axis=-1)
+
+
+def patches(x: jnp.ndarray, window: int, stride: int) -> jnp.ndarray:
+    """[B, H', W', window * window * C]: each output position's input window ("SAME"
+    padding), ordered (row, column, channel) as an HWIO kernel flattens."""
+    return jnp.concatenate(_shifted_windows(x, window, stride), axis=-1)
 
 
 def _xla_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
@@ -56,14 +61,16 @@ def _xla_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
 def patch_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
     """A "SAME" convolution (NHWC, HWIO kernel) that equals XLA's to float rounding.
 
-    Forward: a matrix product over patches where the input has one channel, XLA's
-    convolution otherwise (each the faster on a CPU). Backward: both gradients as matrix
-    products over patches, the input's put back by the transpose of `patches` (pads and adds).
-    Not for use under a shard_map that checks varying axes: the kernel's gradient is per shard.
+    Forward: where the input has one channel, a sum of the kernel positions' shifted views
+    times their weights (one fused loop), else XLA's convolution; each the faster on a CPU.
+    Backward: both gradients as matrix products over patches, the input's put back by the
+    transpose of `patches` (pads and adds). Not for use under a shard_map that checks varying
+    axes: the kernel's gradient is per shard.
     """
     if x.shape[-1] == 1:
-        window = kernel.shape[0]
-        return patches(x, window, stride) @ kernel.reshape(-1, kernel.shape[-1])
+        views = _shifted_windows(x, kernel.shape[0], stride)
+        weights = kernel.reshape(len(views), kernel.shape[-1])
+        return sum(view * weight for view, weight in zip(views, weights, strict=True))
     return _xla_conv(x, kernel, stride)
 
 
