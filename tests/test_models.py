@@ -188,9 +188,11 @@ def test_models_without_a_fast_form_are_attacked_through_their_apply():
     assert not inference.has_fast_form(models.SmallCNN(10, dtype=jnp.bfloat16))
 
 
-@pytest.mark.parametrize("channels, stride, size", [(1, 1, 7), (1, 2, 9), (3, 2, 8), (2, 1, 6)])
+@pytest.mark.parametrize(
+    "channels, stride, size", [(1, 1, 7), (1, 2, 9), (3, 2, 8), (2, 1, 6), (2, 3, 8), (8, 2, 28)]
+)
 def test_patch_conv_is_xlas_convolution_with_both_gradients(channels, stride, size):
-    """Every branch of inference.patch_conv (one channel or several, stride 1 or 2, odd and even
+    """Every branch of inference.patch_conv (one channel or several, stride 1, 2 or 3, odd and even
     sizes) against lax's "SAME" convolution: value, input and kernel gradients."""
     from iaat_jax.models import inference
 
