@@ -11,6 +11,10 @@ after XLA combines them, a loop's body counted once) and, on GPU or TPU, the mod
 utilisation.
 With --checkpoint_dir=DIR it times checkpoint saves instead: the seconds the loop is blocked
 per save (asynchronous, as training saves) against waiting for the commit and table export.
+With --attack_passes it times what the evaluation's attacks repeat instead: a forward pass
+(Square's query) and a forward pass with the input gradient (an APGD or FAB iteration) at
+config.eval_batch_size, in the model's own form and in the form the attacks use
+(iaat_jax/models/inference.py): examples per second of each.
 """
 
 import collections
@@ -54,6 +58,12 @@ flags.DEFINE_string(
     "asynchronous (the training loop's), and when it waits for the commit and the table export.",
 )
 flags.DEFINE_integer("saves", 3, "With --checkpoint_dir: saves timed in each mode.")
+flags.DEFINE_bool(
+    "attack_passes",
+    False,
+    "Instead of steps: examples/s of the attacks' forward and forward-and-input-gradient "
+    "passes at the eval batch, in the model's own form and in the attacks' (faster on a CPU).",
+)
 flags.mark_flags_as_required(["config"])
 
 # Dense bfloat16 peak FLOP/s per chip, from the vendors' data sheets (by device_kind substring).
@@ -277,6 +287,41 @@ def benchmark_checkpoint(config: ml_collections.ConfigDict, directory: str, save
     }
 
 
+def benchmark_attack_passes(config: ml_collections.ConfigDict, repeats: int = 50) -> list[dict]:
+    """Examples/s of a forward pass and of a forward pass with the input gradient of the
+    cross-entropy, on one device at config.eval_batch_size, for each form of the model."""
+    from iaat_jax.attacks import pgd
+    from iaat_jax.data.datasets import DATASETS
+    from iaat_jax.models import create_model, inference
+
+    spec = DATASETS[config.dataset]
+    model = create_model(config.model, spec.num_classes, experiment.compute_dtype(config))
+    rng = np.random.default_rng(0)
+    batch = config.eval_batch_size
+    images = rng.uniform(size=(batch, *spec.image_shape)).astype(np.float32)
+    labels = rng.integers(0, spec.num_classes, batch)
+    variables = model.init(jax.random.key(0), images, train=False)
+    forms = {"model": lambda v, x: model.apply(v, x, train=False)}
+    if inference.has_fast_form(model):
+        forms["attacks"] = inference.evaluation_logits(model)
+    records = []
+    for form, logits in forms.items():
+        loss = lambda v, x, logits=logits: pgd.cross_entropy(logits(v, x), labels).sum()
+        passes = {"forward": jax.jit(logits), "input_gradient": jax.jit(jax.grad(loss, 1))}
+        record = {"form": form, "model": config.model, "batch": batch}
+        for name, program in passes.items():
+            jax.block_until_ready(program(variables, images))
+            started = time.perf_counter()
+            for _ in range(repeats):
+                out = program(variables, images)
+            jax.block_until_ready(out)
+            record[f"{name}_examples_per_second"] = (
+                batch * repeats / (time.perf_counter() - started)
+            )
+        records.append(record)
+    return records
+
+
 def main(argv: list[str]) -> None:
     del argv
     config = FLAGS.config
@@ -288,6 +333,10 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     if FLAGS.checkpoint_dir:
         print(json.dumps(benchmark_checkpoint(config, FLAGS.checkpoint_dir, FLAGS.saves)))
+        return
+    if FLAGS.attack_passes:
+        for record in benchmark_attack_passes(config):
+            print(json.dumps(record), flush=True)
         return
     for method in FLAGS.methods:
         record = benchmark_method(config, method, FLAGS.steps, FLAGS.warmup_steps, FLAGS.flops_only)

@@ -195,3 +195,24 @@ def test_the_checkpoint_benchmark_times_both_modes_of_real_saves(tmp_path):
     # what it timed were whole checkpoints: the newest restores, beside the exported table
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
     assert np.load(tmp_path / "epsilon_table.npy").shape == (4000,)
+
+
+def test_attack_passes_time_both_forms_of_a_model_that_has_two():
+    """--attack_passes: a record per form (the model's own, the attacks'), each with both rates;
+    a model without a faster form gets its own form only."""
+    small = run_benchmark("--attack_passes", "--config.eval_batch_size=8")
+    assert small.returncode == 0, small.stderr[-3000:]
+    records = [json.loads(line) for line in small.stdout.splitlines()]
+    assert [r["form"] for r in records] == ["model", "attacks"]
+    for record in records:
+        assert record["batch"] == 8 and record["model"] == "small_cnn"
+        assert record["forward_examples_per_second"] > 0
+        assert record["input_gradient_examples_per_second"] > 0
+    wrn = run_benchmark(
+        "--attack_passes",
+        "--config.eval_batch_size=2",
+        "--config.model=wrn8_1_iaat",
+        "--config.dataset=cifar10",
+    )
+    assert wrn.returncode == 0, wrn.stderr[-3000:]
+    assert [json.loads(line)["form"] for line in wrn.stdout.splitlines()] == ["model"]
