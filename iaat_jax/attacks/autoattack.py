@@ -186,9 +186,10 @@ def _batches(rows: np.ndarray, size: int, devices: int):
 
 
 def _cost(attack: SuiteAttack) -> float:
-    """Relative seconds per example of one target's run, for the ETA only (measured on a CPU:
-    an APGD iteration 1, a FAB iteration 1.5, a Square query 0.15)."""
-    per_iteration = {"apgd-ce": 1.0, "apgd-t": 1.0, "fab-t": 1.5, "square": 0.15}[attack.name]
+    """Relative seconds per example of one target's run, for the ETA only (measured on a CPU,
+    SmallCNN in the attacks' form: an APGD iteration 1, a FAB iteration 1.5, a Square query
+    0.35; docs/evaluation.md "Cost")."""
+    per_iteration = {"apgd-ce": 1.0, "apgd-t": 1.0, "fab-t": 1.5, "square": 0.35}[attack.name]
     return per_iteration * attack.iterations
 
 

@@ -5,7 +5,7 @@ Cost:  about 2 minutes on 2 CPU cores (README "Results of the default run"; 7 ep
        steps at batch 80, 2 of them warm-up; an IAAT step after warm-up costs about 2x a PGD-AT
        step on this CPU). Runs unchanged on 1, 2, 4 or 8 devices.
 Expect: clean accuracy about 0.97 and PGD-10 robust accuracy about 0.75 at eps 0.3 in training's
-        log; --mode=evaluate (AutoAttack, about 6 minutes here): about 0.63. The same run with
+        log; --mode=evaluate (AutoAttack, about 4 minutes here): about 0.63. The same run with
         --config.method=pgd: about 0.965 / 0.85, AutoAttack 0.81. Mean ± sd over 3 seeds in
         the README.
 Variants are overrides, e.g. the fixed-radius baseline: --config.method=pgd"""
