@@ -137,16 +137,31 @@ def plot_pareto(
     return result.verdicts
 
 
+def _shared_radii(group: list[Run]) -> list[float]:
+    """The test radii every run of a setting was evaluated at, ascending."""
+    curves = [{round(r["epsilon"], 6) for r in run.sweep["worst_case"]} for run in group]
+    return sorted(set.intersection(*curves))
+
+
 def plot_robustness_curve(
-    runs: list[Run], out: epath.Path, styles: dict[str, Style] | None = None
+    runs: list[Run], out: epath.Path, styles: dict[str, Style] | None = None, warn=None
 ) -> bool:
     """robustness_curve.png: eval.json's worst case over the test radii, one line per setting
     (its seeds' mean, a band of one standard deviation); False, and nothing drawn, where no
-    run has an eval.json."""
+    run has an eval.json, or where no setting has two test radii (then `warn` says why)."""
     styles = styles or setting_styles(runs)
     groups = [[r for r in g if r.sweep] for g in group_by_setting(runs)]
     groups = [g for g in groups if g]
     if not groups:
+        return False
+    if all(len(_shared_radii(group)) < 2 for group in groups):
+        if warn is not None:
+            radii = sorted({e for group in groups for e in _shared_radii(group)})
+            warn(
+                f"robustness_curve.png not drawn: the runs were evaluated at one test radius "
+                f"({', '.join(f'{e:g}' for e in radii) or 'none in common'}), a curve needs two;"
+                " evaluate over several with --config.sweep_epsilons (empty: 9 radii)"
+            )
         return False
     figure, axis = plt.subplots(figsize=(8, 4.5))
     suites = sorted({a["suite"] for g in groups for r in g for a in r.sweep.get("autoattack", [])})
@@ -156,7 +171,7 @@ def plot_robustness_curve(
             {round(r["epsilon"], 6): r["robust_accuracy"] for r in run.sweep["worst_case"]}
             for run in group
         ]
-        radii = sorted(set.intersection(*(set(c) for c in curves)))
+        radii = _shared_radii(group)
         values = np.array([[c[e] for e in radii] for c in curves])
         mean = values.mean(axis=0)
         axis.plot(radii, mean, "-", marker=style.marker, color=style.colour, label=style.label)
@@ -240,7 +255,8 @@ def plot_epsilon_samples(
     run: Run, images: dict, labels: np.ndarray, out: epath.Path, count: int = 8
 ) -> None:
     """Training images with the `count` smallest and largest radii (Fig 2), each titled with
-    its class and radius; a row says how many examples tie at its end."""
+    its label and radius (a radius of 0 often marks a mislabelled digit); a row says how many
+    examples tie at its end."""
     order = np.argsort(run.table, kind="stable")
     rows = {"smallest eps": order[:count], "largest eps": order[::-1][:count]}
     figure, axes = plt.subplots(2, count, figsize=(1.4 * count, 3.9))
@@ -256,7 +272,7 @@ def plot_epsilon_samples(
                 image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1
             )
             axis.set_title(
-                f"class {labels[example_id]}\neps {run.table[example_id]:.3f}", fontsize=8
+                f"label {labels[example_id]}\neps {run.table[example_id]:.3f}", fontsize=8
             )
             axis.axis("off")
         axes[row, 0].text(

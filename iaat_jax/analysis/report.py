@@ -251,7 +251,7 @@ def make_report(
     (out / "pareto.json").unlink(missing_ok=True)
     styles = figures.setting_styles(runs)
     verdicts = figures.plot_pareto(runs, test_epsilon, out, warn, suite, styles)
-    figures.plot_robustness_curve(runs, out, styles)
+    figures.plot_robustness_curve(runs, out, styles, warn)
     figures.plot_epsilon_over_epochs(runs, out, warn, styles)
     run = _first_iaat_with_table(runs, "epsilon_samples.png / epsilon_histogram.png", warn)
     if run is not None:

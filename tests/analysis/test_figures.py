@@ -7,18 +7,40 @@ from matplotlib.colors import to_hex
 from iaat_jax.analysis import figures
 
 
+def _swept(run, robust_at_01: float):
+    """`run` also evaluated at eps 0.1."""
+    run.sweep["worst_case"].insert(0, {"epsilon": 0.1, "robust_accuracy": robust_at_01})
+    return run
+
+
 def test_the_robustness_curve_draws_one_line_per_setting(tmp_path, monkeypatch):
     from test_runs import run_of
 
-    runs = [run_of(f"a{s}", s, 0.3, 0.9, 0.6 + s / 100) for s in range(3)]
-    runs += [run_of("b0", 0, 0.1, 0.9, 0.2)]
+    runs = [_swept(run_of(f"a{s}", s, 0.3, 0.9, 0.6 + s / 100), 0.8) for s in range(3)]
+    runs += [_swept(run_of("b0", 0, 0.1, 0.9, 0.2), 0.7)]
     drawn = []
     monkeypatch.setattr(
         figures.plt.Axes, "plot", lambda self, x, y, *a, **k: drawn.append((list(y), k["label"]))
     )
-    figures.plot_robustness_curve(runs, tmp_path)
+    assert figures.plot_robustness_curve(runs, tmp_path)
     assert [label for _, label in drawn] == ["PGD-AT eps 0.3 (3 seeds)", "PGD-AT eps 0.1"]
-    assert drawn[0][0] == pytest.approx([0.61])  # the seeds' mean
+    assert drawn[0][0] == pytest.approx([0.8, 0.61])  # the seeds' mean at each radius
+
+
+def test_runs_evaluated_at_one_radius_get_a_warning_not_a_one_point_curve(tmp_path):
+    from test_runs import run_of
+
+    runs = [run_of(f"a{s}", s, 0.3, 0.9, 0.6) for s in range(2)] + [run_of("b0", 0, 0.1, 0.9, 0.2)]
+    warnings = []
+    assert not figures.plot_robustness_curve(runs, tmp_path, warn=warnings.append)
+    assert not (tmp_path / "robustness_curve.png").exists()
+    assert len(warnings) == 1 and "one test radius (0.3)" in warnings[0]
+    assert "--config.sweep_epsilons" in warnings[0]
+    # one setting with two radii is enough for a curve
+    assert figures.plot_robustness_curve(
+        [_swept(runs[2], 0.7), *runs[:2]], tmp_path, warn=warnings.append
+    )
+    assert (tmp_path / "robustness_curve.png").exists() and len(warnings) == 1
 
 
 def test_the_pareto_legend_names_settings_and_draws_a_frontier_only_where_there_is_one(
@@ -78,6 +100,7 @@ def test_every_figure_gives_a_setting_one_name_and_one_colour(tmp_path, monkeypa
 
     runs = [run_of(f"p{s}", s, 0.3, 0.965, 0.81) for s in range(2)]
     runs += [run_of("q0", 0, 0.1, 0.99, 0.2), iaat("i0", 0), iaat("i1", 1), iaat("g0", 0, 0.15)]
+    runs = [_swept(run, 0.9) for run in runs]  # two test radii: a curve to draw
     seen = {}
     close = figures.plt.close
 
