@@ -17,8 +17,6 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -80,7 +78,7 @@ SUITES = {
 }
 
 
-Classifier = Callable[[Any, jnp.ndarray], jnp.ndarray]  # (variables, images) -> logits
+Classifier = inference.Logits  # (variables, images) -> logits
 
 
 def flax_classifier(model: nn.Module) -> Classifier:

@@ -62,7 +62,7 @@ def _shifted(x: jnp.ndarray, start: int, length: int, axis: int) -> jnp.ndarray:
     return jax.lax.slice_in_dim(x, start + before, start + before + length, axis=axis)
 
 
-def unpatch(columns: jnp.ndarray, shape: tuple[int, ...], window: int, stride: int):
+def unpatch(columns: jnp.ndarray, shape: tuple[int, ...], window: int, stride: int) -> jnp.ndarray:
     """The transpose of `patches`: each column entry added back at the input pixel it was
     read from, for an input of `shape` [B, H, W, C].
 
@@ -105,8 +105,7 @@ def patch_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
     Forward: where the input has one channel, a sum of the kernel positions' shifted views
     times their weights (one fused loop), else XLA's convolution; each the faster on a CPU.
     Backward: both gradients as matrix products over patches, the input's put back by
-    `unpatch`. Not for use under a shard_map that checks varying
-    axes: the kernel's gradient is per shard.
+    `unpatch`.
     """
     if x.shape[-1] == 1:
         views = _shifted_windows(x, kernel.shape[0], stride)
@@ -127,13 +126,19 @@ def _patch_conv_backward(stride, residuals, cotangent):
     columns = patches(x, window, stride)
     flat_columns = columns.reshape(-1, columns.shape[-1])
     kernel_cotangent = flat_columns.T @ cotangent.reshape(-1, cotangent.shape[-1])
+    # under a shard_map that checks varying axes, a kernel shared by the shards gets the sum
+    # of their gradients, as JAX's own transpose gives it
+    shards = jax.typeof(kernel_cotangent).manual_axis_type.varying
+    summed = tuple(sorted(shards - jax.typeof(kernel).manual_axis_type.varying))
+    if summed:
+        kernel_cotangent = jax.lax.psum(kernel_cotangent, summed)
     return x_cotangent, kernel_cotangent.reshape(kernel.shape)
 
 
 patch_conv.defvjp(_patch_conv_forward, _patch_conv_backward)
 
 
-def small_cnn_logits(model: SmallCNN, variables, images: jnp.ndarray) -> jnp.ndarray:
+def small_cnn_logits(model: SmallCNN, variables: Any, images: jnp.ndarray) -> jnp.ndarray:
     """SmallCNN's evaluation-mode logits, its convolutions by `patch_conv`, BatchNorm on the
     running statistics in Flax's order of operations."""
     params, stats = variables["params"], variables["batch_stats"]
