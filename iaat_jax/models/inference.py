@@ -118,6 +118,14 @@ def _patch_conv_forward(x, kernel, stride):
     return patch_conv(x, kernel, stride), (x, kernel)
 
 
+def _varying_axes(x: jnp.ndarray) -> frozenset:
+    """The shard_map axes along which x differs between shards (where JAX tracks them: its
+    type's manual_axis_type, `vma` in earlier JAX; none where it does not)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
 def _patch_conv_backward(stride, residuals, cotangent):
     x, kernel = residuals
     window = kernel.shape[0]
@@ -128,8 +136,7 @@ def _patch_conv_backward(stride, residuals, cotangent):
     kernel_cotangent = flat_columns.T @ cotangent.reshape(-1, cotangent.shape[-1])
     # under a shard_map that checks varying axes, a kernel shared by the shards gets the sum
     # of their gradients, as JAX's own transpose gives it
-    shards = jax.typeof(kernel_cotangent).manual_axis_type.varying
-    summed = tuple(sorted(shards - jax.typeof(kernel).manual_axis_type.varying))
+    summed = tuple(sorted(_varying_axes(kernel_cotangent) - _varying_axes(kernel)))
     if summed:
         kernel_cotangent = jax.lax.psum(kernel_cotangent, summed)
     return x_cotangent, kernel_cotangent.reshape(kernel.shape)
