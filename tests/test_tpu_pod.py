@@ -23,6 +23,10 @@ def load_launcher():
 
 
 tpu_pod = load_launcher()
+import tpu_inputs  # noqa: E402  (importable once tpu_pod put launch/ on sys.path)
+import tpu_launcher  # noqa: E402
+import tpu_worker  # noqa: E402
+
 POD_ARGS = [
     "--name=iaat",
     "--zone=us-central2-b",
@@ -94,7 +98,7 @@ class ScriptedCloud:
             if "describe" in argv:
                 state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
                 return (1, "ERROR: NOT_FOUND") if state == "NOT_FOUND" else (0, state + "\n")
-            if f"--command={tpu_pod.STATUS_COMMAND}" in argv:
+            if f"--command={tpu_worker.STATUS_COMMAND}" in argv:
                 worker = int(next(a for a in argv if a.startswith("--worker="))[9:])
                 if worker in self.asked:  # a new poll
                     self.asked.clear()
@@ -115,7 +119,7 @@ class ScriptedCloud:
                 names.append("install")
             elif "setsid nohup" in command:
                 names.append("start")
-            elif command == f"--command={tpu_pod.STOP_COMMAND}":
+            elif command == f"--command={tpu_worker.STOP_COMMAND}":
                 names.append("stop")
         return names
 
@@ -125,7 +129,7 @@ RUNNING, DONE = ["running"] * 4, ["exit:0"] * 4
 
 def launch(cloud, *extra):
     args = tpu_pod.parse_args([*POD_ARGS, "--log_dir=/tmp/iaat_launch_test", *extra, "--", DATA])
-    return tpu_pod.Launcher(args, cloud, sleep=lambda _: None).run()
+    return tpu_launcher.Launcher(args, cloud, sleep=lambda _: None).run()
 
 
 def test_a_preempted_slice_is_recreated_and_the_same_job_started_again():
@@ -189,7 +193,7 @@ def test_a_job_stopped_by_a_signal_on_a_healthy_slice_is_started_again():
     ],
 )
 def test_worker_count_and_runtime_image_of_each_slice(kind, hosts, image):
-    assert tpu_pod.workers_of(kind) == hosts
+    assert tpu_inputs.workers_of(kind) == hosts
     args = tpu_pod.parse_args(
         [*POD_ARGS[:2], f"--accelerator_type={kind}", *POD_ARGS[3:], "--", DATA]
     )
@@ -246,7 +250,7 @@ def test_the_shipped_tree_is_the_working_tree_untracked_files_included(tmp_path)
     (tmp_path / "config.py").write_text("edited\n")
     (tmp_path / "new.py").write_text("untracked\n")
     (tmp_path / "ignored.txt").write_text("secret\n")
-    tree = tpu_pod.working_tree(tmp_path)
+    tree = tpu_inputs.working_tree(tmp_path)
     listed = subprocess.run([*git, "ls-tree", "--name-only", tree], capture_output=True, text=True)
     assert listed.stdout.split() == [".gitignore", "config.py", "new.py"]
     shipped = subprocess.run([*git, "show", f"{tree}:config.py"], capture_output=True, text=True)
@@ -268,8 +272,8 @@ def run_job(tmp_path, train_command, signal_job=False):
     env = {**os.environ, "HOME": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     (tmp_path / "iaat_jax").mkdir(exist_ok=True)
     remote_log = str(tmp_path / "bucket" / "launch_logs" / "worker-0.log")
-    script = tpu_pod.job_script(["bash", "-c", train_command], remote_log, 1)
-    start = tpu_pod.start_command(0, "gs://bucket/run", script)
+    script = tpu_worker.job_script(["bash", "-c", train_command], remote_log, 1)
+    start = tpu_worker.start_command(0, "gs://bucket/run", script)
     started = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True)
     assert "started (pid" in started.stdout
     again = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True)
@@ -282,9 +286,9 @@ def run_job(tmp_path, train_command, signal_job=False):
         os.killpg(int((job / "pid").read_text()), signal.SIGTERM)
     for _ in range(200):
         status = subprocess.run(
-            ["bash", "-c", tpu_pod.STATUS_COMMAND], env=env, capture_output=True, text=True
+            ["bash", "-c", tpu_worker.STATUS_COMMAND], env=env, capture_output=True, text=True
         )
-        found = tpu_pod.WorkerStatus.parse(status.stdout)
+        found = tpu_worker.WorkerStatus.parse(status.stdout)
         if found.state != "running":
             return found, again.stdout, tmp_path / "bucket" / "launch_logs" / "worker-0.log"
         time.sleep(0.1)
