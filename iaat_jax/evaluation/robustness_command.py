@@ -130,7 +130,6 @@ def data(args, run_dataset: str | None):
     from iaat_jax.data.datasets import DATASETS
     from iaat_jax.trained import load_test_split  # TFDS, only where a dataset is read
 
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    # an unknown name: load_test_split's ConfigError, one line
     images, labels, ids = load_test_split(dataset, args.data_dir, with_ids=True)
     return images, labels, ids, dataset, DATASETS[dataset].eval_split
